@@ -1,0 +1,3 @@
+from minimaskrcnn.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,54 @@
+"""Argument checks shared by every public function.
+
+Each check raises ``TypeError`` (wrong kind of object or dtype) or ``ValueError`` (wrong shape or
+value) with a message that names the argument and says what was expected, *before* any Numba kernel
+runs: a kernel that indexes out of bounds can crash the interpreter instead of raising.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def float_array(x, name: str, ndim: int | None = None) -> np.ndarray:
+    """Return ``x`` as a floating-point ndarray (float32 or float64, unchanged), or raise.
+
+    Integer and boolean arrays are refused rather than silently converted: a uint8 image passed
+    where features are expected is a bug worth hearing about.
+    """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name} must have dtype float32 or float64, got {x.dtype}")
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {x.shape}")
+    return x
+
+
+def check_shape(x: np.ndarray, name: str, shape: tuple) -> None:
+    """Raise ValueError unless ``x.shape`` matches ``shape`` (``None`` entries match anything)."""
+    if x.ndim != len(shape) or any(s is not None and s != t for s, t in zip(shape, x.shape)):
+        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+        raise ValueError(f"{name} must have shape {want}, got {x.shape}")
+
+
+def check_finite(x: np.ndarray, name: str) -> None:
+    """Raise ValueError if ``x`` holds NaN or infinity."""
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name} must be finite, found NaN or inf")
+
+
+def pair(v, name: str, minimum: int = 0) -> tuple[int, int]:
+    """Normalise an int or a 2-sequence of ints into ``(vh, vw)``, each ≥ ``minimum``."""
+    if isinstance(v, (int, np.integer)):
+        v = (int(v), int(v))
+    else:
+        try:
+            v = tuple(int(a) for a in v)
+        except TypeError:
+            raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}") from None
+        if len(v) != 2:
+            raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
+    if v[0] < minimum or v[1] < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    return v
