@@ -1,0 +1,1 @@
+"""Datasets: synthetic shapes and COCO-format folders."""

@@ -1,0 +1,1 @@
+"""The Mask R-CNN network, one concept per file."""

@@ -1,0 +1,1 @@
+"""Detection ops: boxes, anchors, box coding, NMS, RoIPool, RoIAlign, mask targets and pasting."""

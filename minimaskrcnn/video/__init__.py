@@ -1,0 +1,1 @@
+"""Semi-supervised video object segmentation: a synthetic benchmark, optical flow, propagation."""
