@@ -1,0 +1,382 @@
+"""RoIAlign (Mask R-CNN, He et al. 2017, §3): bilinear sampling of a feature map inside each RoI.
+
+RoIPool (Fast R-CNN) rounds the RoI and its bins to whole pixels before max-pooling; those roundings
+misalign the pooled features with the RoI by up to a pixel of the *feature map*, i.e. up to 16 image
+pixels on a stride-16 map, which hurts pixel-accurate masks. RoIAlign keeps every coordinate
+continuous: each of the PH×PW bins of a RoI is sampled at a regular grid of points, each point's value
+is bilinearly interpolated from the four nearest feature pixels, and the bin's output is the average.
+
+Coordinate frame: boxes (x1, y1, x2, y2) are in image pixels; ``spatial_scale`` maps them onto the
+feature map. Feature pixel (i, j) holds the value at continuous position (x=j, y=i) when
+``aligned=True`` (pixel centres at integers after the −0.5 shift); ``aligned=False`` is the original
+Detectron convention (no shift, and a RoI is never smaller than 1×1). Output shape: (K, C, PH, PW).
+
+Three tiers with one signature, equal to ``torchvision.ops.roi_align`` and its autograd backward:
+``backend="reference"`` (plain Python loops: the readable spec), ``"numba"`` (default, compiled and
+parallel), ``"cuda"`` (Numba CUDA kernels in ``_roi_cuda``). All arithmetic runs in the input's dtype,
+as torchvision's CPU kernel does (float32 inputs accumulate in float32).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from minimaskrcnn.ops._roi_common import (
+    check_backend,
+    check_features,
+    check_input_shape,
+    check_output_size,
+    check_sampling_ratio,
+    check_spatial_scale,
+    rois_from_boxes,
+)
+
+__all__ = ["roi_align", "roi_align_backward"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Reference tier: the spec, one sample at a time
+# --------------------------------------------------------------------------------------------------
+
+def _roi_geometry(roi, T, spatial_scale, PH, PW, sampling_ratio, aligned):
+    """Steps 1-3 for one RoI row ``(b, x1, y1, x2, y2)``; every float is a ``T`` scalar.
+
+    Returns (batch index, start_y, start_x, bin_h, bin_w, grid_h, grid_w, count).
+    """
+    # 1. Map the box onto the feature map: start = x1·s − off, end = x2·s − off, off = ½ if aligned.
+    #    No rounding anywhere — that is the whole point of RoIAlign.
+    off = T(0.5) if aligned else T(0.0)
+    s = T(spatial_scale)
+    start_x, start_y = roi[1] * s - off, roi[2] * s - off
+    end_x, end_y = roi[3] * s - off, roi[4] * s - off
+    # 2. RoI size. The legacy (not aligned) convention forces malformed RoIs to at least 1×1; the
+    #    aligned one lets a zero-size or reversed box have size <= 0.
+    roi_w, roi_h = end_x - start_x, end_y - start_y
+    if not aligned:
+        roi_w, roi_h = max(roi_w, T(1.0)), max(roi_h, T(1.0))
+    # 3. Bin size and the sampling grid: a fixed sampling_ratio² points per bin, or adaptive
+    #    ceil(roi_size / bins) per side (about one sample per feature pixel; 0 for an empty box).
+    bin_h, bin_w = roi_h / T(PH), roi_w / T(PW)
+    grid_h = sampling_ratio if sampling_ratio > 0 else int(math.ceil(roi_h / T(PH)))
+    grid_w = sampling_ratio if sampling_ratio > 0 else int(math.ceil(roi_w / T(PW)))
+    # 4. The bin's average divides by the number of grid points — out-of-map samples included.
+    count = T(max(grid_h * grid_w, 1))
+    return int(roi[0]), start_y, start_x, bin_h, bin_w, grid_h, grid_w, count
+
+
+def _bilinear_weights(y, x, H, W, T):
+    """Step 5 for one sample point: the four pixels (y_low, y_high, x_low, x_high) and their weights
+    (w1, w2, w3, w4) for (low,low), (low,high), (high,low), (high,high); ``None`` if dropped.
+
+    Bilinear interpolation: value = hy·hx·v(y_low,x_low) + hy·lx·v(y_low,x_high)
+                                  + ly·hx·v(y_high,x_low) + ly·lx·v(y_high,x_high),
+    with ly = y − y_low (distance from the lower row) and hy = 1 − ly, likewise for x.
+    """
+    # A point more than one pixel outside the map contributes 0 (it is still counted in ``count``).
+    # Exactly −1 and exactly H (or W) are kept.
+    if y < -1.0 or y > H or x < -1.0 or x > W:
+        return None
+    # Points in [−1, 0] read row 0; points at or past the last row read the last row (clamping, not
+    # zero padding — this is the kernel's behaviour, which torchvision's Python test reference does
+    # not reproduce at exactly −1 and H).
+    y = max(y, T(0.0))
+    x = max(x, T(0.0))
+    y_low, x_low = int(y), int(x)
+    if y_low >= H - 1:
+        y_low = y_high = H - 1
+        y = T(y_low)
+    else:
+        y_high = y_low + 1
+    if x_low >= W - 1:
+        x_low = x_high = W - 1
+        x = T(x_low)
+    else:
+        x_high = x_low + 1
+    ly, lx = y - T(y_low), x - T(x_low)
+    hy, hx = T(1.0) - ly, T(1.0) - lx
+    return y_low, y_high, x_low, x_high, hy * hx, hy * lx, ly * hx, ly * lx
+
+
+def _sample_points(start_y, start_x, bin_h, bin_w, grid_h, grid_w, ph, pw, T):
+    """Grid point (iy, ix) of bin (ph, pw): y = start_y + ph·bin_h + (iy + ½)·bin_h / grid_h."""
+    for iy in range(grid_h):
+        y = start_y + T(ph) * bin_h + T(iy + 0.5) * bin_h / T(grid_h)
+        for ix in range(grid_w):
+            x = start_x + T(pw) * bin_w + T(ix + 0.5) * bin_w / T(grid_w)
+            yield y, x
+
+
+def _forward_reference(x, rois, spatial_scale, PH, PW, sampling_ratio, aligned):
+    N, C, H, W = x.shape
+    T = x.dtype.type
+    out = np.zeros((rois.shape[0], C, PH, PW), dtype=x.dtype)
+    for k in range(rois.shape[0]):
+        b, sy, sx, bh, bw, gh, gw, count = _roi_geometry(rois[k], T, spatial_scale, PH, PW,
+                                                         sampling_ratio, aligned)
+        for c in range(C):
+            v = x[b, c]
+            for ph in range(PH):
+                for pw in range(PW):
+                    acc = T(0.0)
+                    for y, xx in _sample_points(sy, sx, bh, bw, gh, gw, ph, pw, T):
+                        s = _bilinear_weights(y, xx, H, W, T)
+                        if s is None:
+                            continue
+                        yl, yh, xl, xh, w1, w2, w3, w4 = s
+                        acc += w1 * v[yl, xl] + w2 * v[yl, xh] + w3 * v[yh, xl] + w4 * v[yh, xh]
+                    # 6. The bin's value is the average over its grid points.
+                    out[k, c, ph, pw] = acc / count
+    return out
+
+
+def _backward_reference(dout, rois, input_shape, spatial_scale, PH, PW, sampling_ratio, aligned):
+    N, C, H, W = input_shape
+    T = dout.dtype.type
+    dx = np.zeros(input_shape, dtype=dout.dtype)
+    for k in range(rois.shape[0]):
+        b, sy, sx, bh, bw, gh, gw, count = _roi_geometry(rois[k], T, spatial_scale, PH, PW,
+                                                         sampling_ratio, aligned)
+        for c in range(C):
+            for ph in range(PH):
+                for pw in range(PW):
+                    g = dout[k, c, ph, pw]
+                    for y, xx in _sample_points(sy, sx, bh, bw, gh, gw, ph, pw, T):
+                        s = _bilinear_weights(y, xx, H, W, T)
+                        if s is None:
+                            continue
+                        # out = (1/count)·Σ_samples Σ_corners w·v, so ∂out/∂v = w/count: each sample
+                        # scatters g·w/count into the same four (clamped) pixels it read from.
+                        yl, yh, xl, xh, w1, w2, w3, w4 = s
+                        dx[b, c, yl, xl] += g * w1 / count
+                        dx[b, c, yl, xh] += g * w2 / count
+                        dx[b, c, yh, xl] += g * w3 / count
+                        dx[b, c, yh, xh] += g * w4 / count
+    return dx
+
+
+# --------------------------------------------------------------------------------------------------
+# Numba tier: the same steps; per RoI the sample positions and weights are computed once and shared
+# by all C channels (they do not depend on the channel).
+# --------------------------------------------------------------------------------------------------
+
+@njit(cache=True)
+def _geometry_nb(roi, T, spatial_scale, PH, PW, sampling_ratio, aligned):
+    off = T(0.5) if aligned else T(0.0)
+    start_x = roi[1] * spatial_scale - off
+    start_y = roi[2] * spatial_scale - off
+    roi_w = (roi[3] * spatial_scale - off) - start_x
+    roi_h = (roi[4] * spatial_scale - off) - start_y
+    if not aligned:
+        roi_w = max(roi_w, T(1.0))
+        roi_h = max(roi_h, T(1.0))
+    bin_h = roi_h / T(PH)
+    bin_w = roi_w / T(PW)
+    if sampling_ratio > 0:
+        grid_h = sampling_ratio
+        grid_w = sampling_ratio
+    else:
+        grid_h = int(math.ceil(roi_h / T(PH)))
+        grid_w = int(math.ceil(roi_w / T(PW)))
+    return start_y, start_x, bin_h, bin_w, grid_h, grid_w
+
+
+@njit(cache=True)
+def _precalc_nb(T, H, W, PH, PW, start_y, start_x, bin_h, bin_w, grid_h, grid_w, pos, wts):
+    """Fill ``pos[i] = (y_low·W + x_low, y_low·W + x_high, y_high·W + x_low, y_high·W + x_high)`` and
+    ``wts[i] = (w1, w2, w3, w4)`` for every sample i (bins row-major, then iy, ix). A dropped sample
+    (more than one pixel outside the map) gets position −1 and is skipped by the callers."""
+    i = 0
+    for ph in range(PH):
+        for pw in range(PW):
+            for iy in range(grid_h):
+                y0 = start_y + T(ph) * bin_h + T(iy + 0.5) * bin_h / T(grid_h)
+                for ix in range(grid_w):
+                    y = y0
+                    x = start_x + T(pw) * bin_w + T(ix + 0.5) * bin_w / T(grid_w)
+                    if y < -1.0 or y > H or x < -1.0 or x > W:
+                        for j in range(4):
+                            pos[i, j] = -1
+                            wts[i, j] = T(0.0)
+                        i += 1
+                        continue
+                    if y <= 0:
+                        y = T(0.0)
+                    if x <= 0:
+                        x = T(0.0)
+                    y_low = int(y)
+                    x_low = int(x)
+                    if y_low >= H - 1:
+                        y_low = H - 1
+                        y_high = H - 1
+                        y = T(y_low)
+                    else:
+                        y_high = y_low + 1
+                    if x_low >= W - 1:
+                        x_low = W - 1
+                        x_high = W - 1
+                        x = T(x_low)
+                    else:
+                        x_high = x_low + 1
+                    ly = y - T(y_low)
+                    lx = x - T(x_low)
+                    hy = T(1.0) - ly
+                    hx = T(1.0) - lx
+                    pos[i, 0] = y_low * W + x_low
+                    pos[i, 1] = y_low * W + x_high
+                    pos[i, 2] = y_high * W + x_low
+                    pos[i, 3] = y_high * W + x_high
+                    wts[i, 0] = hy * hx
+                    wts[i, 1] = hy * lx
+                    wts[i, 2] = ly * hx
+                    wts[i, 3] = ly * lx
+                    i += 1
+
+
+@njit(cache=True, parallel=True)
+def _forward_numba(x, rois, T, spatial_scale, PH, PW, sampling_ratio, aligned):
+    N, C, H, W = x.shape
+    K = rois.shape[0]
+    out = np.zeros((K, C, PH, PW), dtype=x.dtype)
+    flat = x.reshape(N, C, H * W)
+    for k in prange(K):  # RoIs write disjoint outputs: no races
+        sy, sx, bh, bw, gh, gw = _geometry_nb(rois[k], T, spatial_scale, PH, PW, sampling_ratio, aligned)
+        b = int(rois[k, 0])
+        ns = max(gh, 0) * max(gw, 0)
+        count = T(max(gh * gw, 1))
+        pos = np.empty((PH * PW * ns, 4), dtype=np.int64)
+        wts = np.empty((PH * PW * ns, 4), dtype=x.dtype)
+        _precalc_nb(T, H, W, PH, PW, sy, sx, bh, bw, gh, gw, pos, wts)
+        for c in range(C):
+            v = flat[b, c]
+            o = out[k, c]
+            i = 0
+            for ph in range(PH):
+                for pw in range(PW):
+                    acc = T(0.0)
+                    for _ in range(ns):
+                        if pos[i, 0] < 0:
+                            i += 1
+                            continue
+                        acc += (wts[i, 0] * v[pos[i, 0]] + wts[i, 1] * v[pos[i, 1]]
+                                + wts[i, 2] * v[pos[i, 2]] + wts[i, 3] * v[pos[i, 3]])
+                        i += 1
+                    o[ph, pw] = acc / count
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _backward_numba(dout, rois, N, H, W, T, spatial_scale, PH, PW, sampling_ratio, aligned, block):
+    """Scatter without races: the parallel loop runs over blocks of ``block`` channels, and a thread
+    writes only into its own channels of ``dx``. Each block recomputes the (cheap, channel-free)
+    sample weights of every RoI; the scatter itself costs C/block times more."""
+    K, C = dout.shape[0], dout.shape[1]
+    dx = np.zeros((N, C, H * W), dtype=dout.dtype)
+    nblocks = (C + block - 1) // block
+    for blk in prange(nblocks):
+        c0 = blk * block
+        c1 = min(C, c0 + block)
+        for k in range(K):
+            sy, sx, bh, bw, gh, gw = _geometry_nb(rois[k], T, spatial_scale, PH, PW, sampling_ratio,
+                                                  aligned)
+            b = int(rois[k, 0])
+            ns = max(gh, 0) * max(gw, 0)
+            count = T(gh * gw)
+            pos = np.empty((PH * PW * ns, 4), dtype=np.int64)
+            wts = np.empty((PH * PW * ns, 4), dtype=dout.dtype)
+            _precalc_nb(T, H, W, PH, PW, sy, sx, bh, bw, gh, gw, pos, wts)
+            for c in range(c0, c1):
+                g_bins = dout[k, c]
+                d = dx[b, c]
+                i = 0
+                for ph in range(PH):
+                    for pw in range(PW):
+                        g = g_bins[ph, pw]
+                        for _ in range(ns):
+                            if pos[i, 0] < 0:
+                                i += 1
+                                continue
+                            for j in range(4):
+                                d[pos[i, j]] += g * wts[i, j] / count
+                            i += 1
+    return dx.reshape(N, C, H, W)
+
+
+# --------------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------------
+
+def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False, *,
+              backend="numba"):
+    """RoIAlign forward, equal to ``torchvision.ops.roi_align``.
+
+    Parameters
+    ----------
+    input : (N, C, H, W) float32 or float64 feature map (any strides; copied to C order if needed).
+    boxes : (K, 5) array of rows (batch_index, x1, y1, x2, y2) in image pixels, or a list of N_i×4
+        arrays (x1, y1, x2, y2), one per image. Cast to ``input``'s dtype.
+    output_size : int or (PH, PW), bins per RoI side, each >= 1.
+    spatial_scale : feature-map size / image size (e.g. 1/16), finite and > 0.
+    sampling_ratio : grid points per bin side; <= 0 means adaptive, ceil(roi_size / bins).
+    aligned : shift the box by −0.5 feature pixels (pixel-centre convention, Detectron2's default).
+    backend : "reference" | "numba" | "cuda".
+
+    Returns
+    -------
+    (K, C, PH, PW) array of ``input``'s dtype. Algorithm per RoI and bin: see the numbered steps in
+    ``_roi_geometry`` and ``_bilinear_weights``.
+    """
+    check_backend(backend)
+    x = check_features(input, "input")
+    PH, PW = check_output_size(output_size)
+    scale = check_spatial_scale(spatial_scale)
+    sr = check_sampling_ratio(sampling_ratio)
+    rois = rois_from_boxes(boxes, x.shape[0], x.dtype, "boxes")
+    aligned = bool(aligned)
+    if backend == "reference":
+        return _forward_reference(x, rois, scale, PH, PW, sr, aligned)
+    if backend == "cuda":
+        from minimaskrcnn.ops import _roi_cuda
+
+        return _roi_cuda.roi_align_forward(x, rois, scale, PH, PW, sr, aligned)
+    T = x.dtype.type
+    return _forward_numba(x, rois, T, T(scale), PH, PW, sr, aligned)
+
+
+def roi_align_backward(grad_output, boxes, input_shape, output_size, spatial_scale=1.0, sampling_ratio=-1,
+                       aligned=False, *, backend="numba"):
+    """Gradient of ``roi_align`` with respect to its input (the boxes get none, as in torchvision).
+
+    Parameters
+    ----------
+    grad_output : (K, C, PH, PW) float32/float64, the gradient of the loss w.r.t. the forward output.
+    boxes, output_size, spatial_scale, sampling_ratio, aligned : exactly as given to the forward.
+    input_shape : (N, C, H, W) of the forward's input.
+
+    Returns
+    -------
+    (N, C, H, W) array of ``grad_output``'s dtype: every bin's gradient, divided by the bin's sample
+    count, scattered with the bilinear weights into the pixels its samples read.
+    """
+    check_backend(backend)
+    g = check_features(grad_output, "grad_output")
+    N, C, H, W = check_input_shape(input_shape)
+    PH, PW = check_output_size(output_size)
+    scale = check_spatial_scale(spatial_scale)
+    sr = check_sampling_ratio(sampling_ratio)
+    rois = rois_from_boxes(boxes, N, g.dtype, "boxes")
+    if g.shape != (rois.shape[0], C, PH, PW):
+        raise ValueError(f"grad_output must have shape (K, C, PH, PW) = {(rois.shape[0], C, PH, PW)}, "
+                         f"got {g.shape}")
+    aligned = bool(aligned)
+    if backend == "reference":
+        return _backward_reference(g, rois, (N, C, H, W), scale, PH, PW, sr, aligned)
+    if backend == "cuda":
+        from minimaskrcnn.ops import _roi_cuda
+
+        return _roi_cuda.roi_align_backward(g, rois, (N, C, H, W), scale, PH, PW, sr, aligned)
+    T = g.dtype.type
+    block = max(1, min(16, C))
+    return _backward_numba(g, rois, N, H, W, T, T(scale), PH, PW, sr, aligned, block)
