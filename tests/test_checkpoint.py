@@ -1,0 +1,210 @@
+"""Checkpoints: round trip, atomic saves, no unpickling, clear errors, resumable training state."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import minimaskrcnn
+from minimaskrcnn import checkpoint as ckpt
+from minimaskrcnn.checkpoint import (
+    load_checkpoint,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+    strip_prefix,
+    with_prefix,
+)
+from minimaskrcnn.nn.optim import SGD
+
+
+def _state(rng):
+    return {
+        "backbone.body.conv1.weight": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+        "rpn.head.cls_logits.bias": rng.standard_normal(3),
+        "counts": np.arange(5, dtype=np.int64),
+        "flags": np.array([True, False]),
+        "scalar": np.array(2.5),
+    }
+
+
+def test_round_trip(tmp_path, rng):
+    state = _state(rng)
+    path = tmp_path / "model.npz"
+    save_checkpoint(path, state, {"step": 120, "config": {"num_classes": 4, "sizes": (32, 64)}})
+    loaded, meta = load_checkpoint(path)
+    assert list(loaded) == list(state)
+    for k, v in state.items():
+        assert loaded[k].dtype == v.dtype and loaded[k].shape == v.shape
+        np.testing.assert_array_equal(loaded[k], v)
+    assert meta["step"] == 120
+    assert meta["config"] == {"num_classes": 4, "sizes": [32, 64]}
+    assert meta["library_version"] == minimaskrcnn.__version__
+    assert meta["format"] == "minimaskrcnn-checkpoint"
+    # A plain .npz: NumPy alone reads it, without pickling, and the metadata is JSON text.
+    with np.load(path, allow_pickle=False) as raw:
+        assert json.loads(str(raw["__metadata__"][()]))["step"] == 120
+    assert os.listdir(tmp_path) == ["model.npz"]
+
+
+def test_metadata_dataclass_and_numpy_values(tmp_path):
+    from dataclasses import dataclass
+
+    @dataclass
+    class Cfg:
+        lr: float = 0.02
+        sizes: tuple = (32, 64)
+
+    save_checkpoint(tmp_path / "c.npz", {}, {"config": Cfg(), "loss": np.float32(0.5), "hist": np.arange(3)})
+    _, meta = load_checkpoint(tmp_path / "c.npz")
+    assert meta["config"] == {"lr": 0.02, "sizes": [32, 64]}
+    assert meta["loss"] == 0.5 and meta["hist"] == [0, 1, 2]
+    with pytest.raises(TypeError, match="JSON"):
+        save_checkpoint(tmp_path / "d.npz", {}, {"bad": object()})
+    assert not (tmp_path / "d.npz").exists()
+
+
+@pytest.mark.parametrize("where", ["during_write", "at_rename"])
+def test_interrupted_save_keeps_previous_file(tmp_path, rng, monkeypatch, where):
+    path = tmp_path / "model.npz"
+    old = _state(rng)
+    save_checkpoint(path, old, {"step": 1})
+    before = path.read_bytes()
+
+    if where == "during_write":
+        real_savez = np.savez
+
+        def failing_savez(f, **arrays):
+            f.write(b"PK\x03\x04 half a zip")  # some bytes reach the temporary file, then a crash
+            raise KeyboardInterrupt("simulated interruption")
+
+        monkeypatch.setattr(ckpt.np, "savez", failing_savez)
+    else:
+        def failing_replace(src, dst):
+            raise OSError("simulated failure at rename")
+
+        monkeypatch.setattr(ckpt.os, "replace", failing_replace)
+
+    with pytest.raises((KeyboardInterrupt, OSError), match="simulated"):
+        save_checkpoint(path, {"x": np.zeros(3)}, {"step": 2})
+    monkeypatch.undo()
+    if where == "during_write":
+        assert np.savez is real_savez
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["model.npz"]  # no temporary file left behind
+    state, meta = load_checkpoint(path)
+    assert meta["step"] == 1 and set(state) == set(old)
+
+
+def test_save_refuses_bad_state(tmp_path):
+    path = tmp_path / "x.npz"
+    with pytest.raises(TypeError, match="object array"):
+        save_checkpoint(path, {"a": np.array([{"x": 1}], dtype=object)})
+    with pytest.raises(TypeError, match=r"state\['a'\]"):
+        save_checkpoint(path, {"a": [1.0, 2.0]})
+    with pytest.raises(ValueError, match="reserved"):
+        save_checkpoint(path, {"__metadata__": np.zeros(1)})
+    with pytest.raises(TypeError, match="keys"):
+        save_checkpoint(path, {3: np.zeros(1)})
+    with pytest.raises(FileNotFoundError, match="folder"):
+        save_checkpoint(tmp_path / "missing" / "x.npz", {})
+    assert not path.exists()
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.npz")
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"this is not a zip archive at all")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        load_checkpoint(garbage)
+    truncated = tmp_path / "trunc.npz"
+    save_checkpoint(truncated, {"w": np.arange(1000.0)})
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    with pytest.raises(ValueError, match="trunc.npz"):
+        load_checkpoint(truncated)
+    plain = tmp_path / "plain.npz"
+    np.savez(plain, w=np.zeros(2))
+    with pytest.raises(ValueError, match="no metadata"):
+        load_checkpoint(plain)
+    single = tmp_path / "single.npy"
+    np.save(single, np.zeros(2))
+    with pytest.raises(ValueError, match="single .npy"):
+        load_checkpoint(single)
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, __metadata__=np.array(json.dumps({"format": "something-else"})))
+    with pytest.raises(ValueError, match="not a minimaskrcnn checkpoint"):
+        load_checkpoint(foreign)
+
+
+def test_load_never_unpickles(tmp_path):
+    # An archive with a pickled object array and otherwise valid metadata: loading must refuse it
+    # rather than unpickle (a pickle can run arbitrary code).
+    path = tmp_path / "evil.npz"
+    meta = json.dumps({"format": "minimaskrcnn-checkpoint", "format_version": 1})
+    np.savez(path, __metadata__=np.array(meta), payload=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match="payload"):
+        load_checkpoint(path)
+
+
+def test_newer_format_refused(tmp_path):
+    path = tmp_path / "future.npz"
+    np.savez(path, __metadata__=np.array(json.dumps({"format": "minimaskrcnn-checkpoint",
+                                                     "format_version": 99})))
+    with pytest.raises(ValueError, match="format 99"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("name", ["PCG64", "Philox", "MT19937", "SFC64"])
+def test_rng_state_round_trip_through_checkpoint(tmp_path, name):
+    rng = np.random.Generator(getattr(np.random, name)(7))
+    rng.standard_normal(11)  # advance it somewhere arbitrary
+    save_checkpoint(tmp_path / "r.npz", {}, {"rng": rng_state(rng)})
+    _, meta = load_checkpoint(tmp_path / "r.npz")
+    restored = restore_rng(meta["rng"])
+    np.testing.assert_array_equal(restored.standard_normal(5), rng.standard_normal(5))
+    with pytest.raises(ValueError, match="bit generator"):
+        restore_rng({"bit_generator": "os.system"})
+
+
+class _P:
+    def __init__(self, data):
+        self.data = data
+        self.grad = np.zeros_like(data)
+
+
+def test_training_state_resumes_exactly(tmp_path):
+    # model + optimiser + step + RNG in one file, resumed, gives the same run as never stopping.
+    def train(params, opt, rng, steps):
+        for _ in range(steps):
+            for p in params:
+                p.grad[...] = rng.standard_normal(p.data.shape) + 0.1 * p.data
+            opt.step()
+
+    def fresh():
+        params = [_P(np.linspace(-1, 1, 6).reshape(2, 3)), _P(np.ones(4, dtype=np.float32))]
+        return params, SGD(params, lr=0.05, momentum=0.9, weight_decay=1e-4)
+
+    params, opt = fresh()
+    rng = np.random.default_rng(0)
+    train(params, opt, rng, 7)
+    reference = [p.data.copy() for p in params]
+
+    params, opt = fresh()
+    rng = np.random.default_rng(0)
+    train(params, opt, rng, 4)
+    model_state = {"w": params[0].data, "b": params[1].data}
+    state = {**with_prefix(model_state, "model."), **with_prefix(opt.state_dict(), "optim.")}
+    save_checkpoint(tmp_path / "train.npz", state, {"step": 4, "rng": rng_state(rng)})
+
+    loaded, meta = load_checkpoint(tmp_path / "train.npz")
+    params2, opt2 = fresh()
+    model2 = strip_prefix(loaded, "model.")
+    params2[0].data[...], params2[1].data[...] = model2["w"], model2["b"]
+    opt2.load_state_dict(strip_prefix(loaded, "optim."))
+    train(params2, opt2, restore_rng(meta["rng"]), 7 - meta["step"])
+    for a, b in zip(reference, params2):
+        np.testing.assert_array_equal(a, b.data)
