@@ -88,6 +88,9 @@ def check_backward(forward_fn, backward_fn, *inputs, h: float = 1e-6, seed: int 
             continue
         if x.dtype != np.float64:
             raise TypeError(f"inputs[{k}] must be float64 for a gradient check, got {x.dtype}")
+        if np.shape(grads[k]) != x.shape:
+            raise ValueError(f"backward returned a gradient of shape {np.shape(grads[k])} for input {k} "
+                             f"of shape {x.shape}")
         num = numerical_gradient(lambda: run()[0], x, dout, h)
         err = rel_error(grads[k], num)
         errors.append(err)
