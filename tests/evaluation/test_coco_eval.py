@@ -252,7 +252,8 @@ def _small_gt():
     (lambda g: g["annotations"][0].pop("area"), "bbox", r"annotation id 7: missing field 'area'"),
     (lambda g: g["annotations"][0].pop("bbox"), "bbox", r"annotation id 7: missing field 'bbox'"),
     (lambda g: g["annotations"][0].pop("segmentation"), "segm", r"annotation id 7: missing field 'segm"),
-    (lambda g: g["annotations"][0].update(bbox=[1, 1, -4, 4]), "bbox", r"annotation id 7: .*'bbox'.*negative"),
+    (lambda g: g["annotations"][0].update(bbox=[1, 1, -4, 4]), "bbox",
+     r"annotation id 7: .*'bbox'.*negative"),
     (lambda g: g["annotations"][0].update(area=-1), "bbox", r"annotation id 7: field 'area'"),
     (lambda g: g["annotations"][0].update(category_id=4), "bbox", r"annotation id 7: field 'category_id'"),
     (lambda g: g["annotations"][0].update(image_id=2), "bbox", r"annotation id 7: field 'image_id'"),
@@ -264,7 +265,8 @@ def _small_gt():
     (lambda g: g["annotations"][0].update(segmentation=[[1, 2, 3]]), "segm",
      r"annotation id 7: field 'segmentation'.*even number"),
     (lambda g: g["annotations"][0].update(id=0), "bbox", r"'id' must be a non-zero integer"),
-    (lambda g: g["annotations"].append(dict(g["annotations"][0])), "bbox", r"annotation id 7: field 'id' is dup"),
+    (lambda g: g["annotations"].append(dict(g["annotations"][0])), "bbox",
+     r"annotation id 7: field 'id' is dup"),
     (lambda g: g["images"][0].update(height=-10), "segm", r"image id 1: field 'height'"),
     (lambda g: g["images"][0].pop("width"), "segm", r"image id 1: field 'width'"),
     (lambda g: g.pop("categories"), "bbox", r"'categories'"),
@@ -276,15 +278,22 @@ def test_malformed_ground_truth(mutate, iou_type, match):
         coco_evaluate(gt, [{"image_id": 1, "category_id": 3, "bbox": [1, 1, 4, 4], "score": 0.5}], iou_type)
 
 
+def _d(**changes):
+    """A valid detection of the small data set, with some fields changed (None removes a field)."""
+    det = {"image_id": 1, "category_id": 3, "bbox": [1, 1, 4, 4], "score": 0.5}
+    det.update(changes)
+    return {k: v for k, v in det.items() if v is not None}
+
+
 @pytest.mark.parametrize("det, iou_type, match", [
-    ({"image_id": 9, "category_id": 3, "bbox": [1, 1, 4, 4], "score": 0.5}, "bbox", r"detection 1: .*'image_id'"),
-    ({"image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4], "score": 0.5}, "bbox", r"detection 1: .*'category_id'"),
-    ({"image_id": 1, "category_id": 3, "bbox": [1, 1, 4, 4]}, "bbox", r"detection 1: missing field 'score'"),
-    ({"image_id": 1, "category_id": 3, "bbox": [1, 1, 4], "score": 0.5}, "bbox", r"detection 1: field 'bbox'"),
-    ({"image_id": 1, "category_id": 3, "bbox": [1, 1, 4, 4], "score": float("nan")}, "bbox",
-     r"detection 1: field 'score'"),
-    ({"image_id": 1, "category_id": 3, "bbox": [1, 1, 4, 4], "score": 0.5,
-      "segmentation": mask_to_rle(np.ones((12, 10), bool))}, "segm", r"detection 1: field 'segmentation' has size"),
+    (_d(image_id=9), "bbox", r"detection 1: .*'image_id'"),
+    (_d(category_id=1), "bbox", r"detection 1: .*'category_id'"),
+    (_d(score=None), "bbox", r"detection 1: missing field 'score'"),
+    (_d(bbox=[1, 1, 4]), "bbox", r"detection 1: field 'bbox'"),
+    (_d(bbox=[1, 1, 4, -1]), "bbox", r"detection 1: field 'bbox' has a negative"),
+    (_d(score=float("nan")), "bbox", r"detection 1: field 'score'"),
+    (_d(segmentation=mask_to_rle(np.ones((12, 10), bool))), "segm",
+     r"detection 1: field 'segmentation' has size"),
 ])
 def test_malformed_detections(det, iou_type, match):
     ok = {"image_id": 1, "category_id": 3, "bbox": [1, 1, 4, 4], "score": 0.9}
