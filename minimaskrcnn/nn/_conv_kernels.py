@@ -1,0 +1,171 @@
+"""Numba kernels behind ``conv2d`` / ``conv_transpose2d`` / ``max_pool2d``.
+
+im2col layout (the "batched" layout). For an input ``x`` of shape (N, C, H, W) and a kH×kW kernel
+sliding to Hout×Wout positions, ``im2col`` writes
+
+    cols[(c, i, j), n, (oh, ow)] = x_pad[n, c, oh·sh + i·dh, ow·sw + j·dw]     shape (C·kH·kW, N, Hout·Wout)
+
+where ``x_pad`` is ``x`` with ``ph``/``pw`` zeros on each side (never materialised: reads that fall
+in the padding give 0). Putting the batch *inside* the column axis makes the whole convolution one
+GEMM, ``W.reshape(C_out, C·kH·kW) @ cols.reshape(C·kH·kW, N·Hout·Wout)``, instead of N small ones;
+BLAS runs one large product much closer to peak. Each (row, n) block of ``cols`` is written by one
+thread as contiguous memory, so the parallel loop has no write conflicts.
+
+``col2im`` is the adjoint (transpose) of ``im2col``: every column entry is *added* back into the
+pixel it was read from; entries that were read from the padding are dropped. Each thread owns one
+(n, c) plane of the result, so the additions never race.
+
+The kernels write into caller-provided buffers: the callers reuse one scratch buffer across calls,
+because a fresh 100 MB array costs more in page faults than the copy itself.
+
+Every kernel compiles for float32 and float64 on first use; ``cache=True`` keeps the machine code on
+disk, so later processes skip the compile.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, inline="always")
+def _valid_range(i, d, s, p, size, out_size):
+    """Output positions o in [lo, hi) whose input position o·s + off (off = i·d − p) is in [0, size)."""
+    off = i * d - p
+    # o·s + off >= 0  <=>  o >= ceil(−off / s)
+    lo = 0 if off >= 0 else (-off + s - 1) // s
+    # o·s + off <= size − 1  <=>  o <= (size − 1 − off) // s
+    hi = 0 if size - 1 - off < 0 else (size - 1 - off) // s + 1
+    if hi > out_size:
+        hi = out_size
+    if lo > hi:
+        lo = hi
+    return lo, hi, off
+
+
+@njit(cache=True, parallel=True)
+def im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, hout, wout):
+    """x (N, C, H, W) → cols (C·kH·kW, N, Hout·Wout), written in place; see the module docstring."""
+    n_batch, channels, height, width = x.shape
+    rows = channels * kh * kw
+    for task in prange(rows * n_batch):
+        # 1. Which row (c, i, j) of the column matrix and which image n this task fills.
+        row = task // n_batch
+        n = task % n_batch
+        c = row // (kh * kw)
+        i = (row // kw) % kh
+        j = row % kw
+        # 2. The output rows/columns whose read lands inside the image; the rest read padding (0).
+        oh_lo, oh_hi, off_h = _valid_range(i, dh, sh, ph, height, hout)
+        ow_lo, ow_hi, off_w = _valid_range(j, dw, sw, pw, width, wout)
+        dst = cols[row, n]
+        src = x[n, c]
+        dst[: oh_lo * wout] = 0
+        dst[oh_hi * wout:] = 0
+        # 3. Copy one input row segment per output row (a contiguous run when the stride is 1).
+        for oh in range(oh_lo, oh_hi):
+            base = oh * wout
+            ih = oh * sh + off_h
+            dst[base: base + ow_lo] = 0
+            if sw == 1:
+                dst[base + ow_lo: base + ow_hi] = src[ih, ow_lo + off_w: ow_hi + off_w]
+            else:
+                for ow in range(ow_lo, ow_hi):
+                    dst[base + ow] = src[ih, ow * sw + off_w]
+            dst[base + ow_hi: base + wout] = 0
+
+
+@njit(cache=True, parallel=True)
+def col2im(cols, x, kh, kw, sh, sw, ph, pw, dh, dw, hout, wout):
+    """cols (C·kH·kW, N, Hout·Wout) → x (N, C, H, W) (overwritten), summing every entry into the
+    pixel it came from — the adjoint of ``im2col``."""
+    n_batch, channels, height, width = x.shape
+    for task in prange(n_batch * channels):
+        n = task // channels
+        c = task % channels
+        dst = x[n, c]
+        dst[:, :] = 0
+        # One kernel tap (i, j) at a time: its column row maps onto a shifted, strided window of x.
+        for i in range(kh):
+            oh_lo, oh_hi, off_h = _valid_range(i, dh, sh, ph, height, hout)
+            for j in range(kw):
+                ow_lo, ow_hi, off_w = _valid_range(j, dw, sw, pw, width, wout)
+                src = cols[(c * kh + i) * kw + j, n]
+                for oh in range(oh_lo, oh_hi):
+                    ih = oh * sh + off_h
+                    base = oh * wout
+                    if sw == 1:
+                        dst[ih, ow_lo + off_w: ow_hi + off_w] += src[base + ow_lo: base + ow_hi]
+                    else:
+                        for ow in range(ow_lo, ow_hi):
+                            dst[ih, ow * sw + off_w] += src[base + ow]
+
+
+@njit(cache=True, parallel=True)
+def nchw_to_cnl(x, out):
+    """(N, C, L) → (C, N, L): swap the two leading axes (parallel over C), written into ``out``."""
+    n_batch, channels, _ = x.shape
+    for c in prange(channels):
+        for n in range(n_batch):
+            out[c, n, :] = x[n, c, :]
+
+
+@njit(cache=True, parallel=True)
+def cnl_to_nchw_bias(x, bias, out):
+    """(C, N, L) → (N, C, L) plus ``bias[c]`` (pass a length-0 array for no bias), into ``out``."""
+    channels, n_batch, _ = x.shape
+    has_bias = bias.shape[0] > 0
+    for c in prange(channels):
+        for n in range(n_batch):
+            if has_bias:
+                out[n, c, :] = x[c, n, :] + bias[c]
+            else:
+                out[n, c, :] = x[c, n, :]
+
+
+@njit(cache=True, parallel=True)
+def max_pool2d_forward(x, kh, kw, sh, sw, ph, pw, hout, wout):
+    """Max over each window (padding acts as −inf: padded cells are never candidates).
+
+    Returns out (N, C, Hout, Wout) and argmax (same shape, int64): the flat index ih·W + iw of the
+    chosen input pixel. Ties go to the first maximum in row-major window order and NaN wins, as in
+    torch's CPU kernel (``val > best or isnan(val)``).
+    """
+    n_batch, channels, height, width = x.shape
+    out = np.empty((n_batch, channels, hout, wout), dtype=x.dtype)
+    argmax = np.empty((n_batch, channels, hout, wout), dtype=np.int64)
+    for task in prange(n_batch * channels):
+        n = task // channels
+        c = task % channels
+        src = x[n, c]
+        for oh in range(hout):
+            h0 = max(oh * sh - ph, 0)
+            h1 = min(oh * sh - ph + kh, height)
+            for ow in range(wout):
+                w0 = max(ow * sw - pw, 0)
+                w1 = min(ow * sw - pw + kw, width)
+                best = -np.inf
+                best_idx = h0 * width + w0  # kept when every candidate is -inf
+                for ih in range(h0, h1):
+                    for iw in range(w0, w1):
+                        v = src[ih, iw]
+                        if v > best or np.isnan(v):
+                            best = v
+                            best_idx = ih * width + iw
+                out[n, c, oh, ow] = best
+                argmax[n, c, oh, ow] = best_idx
+    return out, argmax
+
+
+@njit(cache=True, parallel=True)
+def max_pool2d_backward(dout, argmax, height, width):
+    """Route each output gradient to the input pixel that won the max (sums where windows overlap)."""
+    n_batch, channels, hout, wout = dout.shape
+    dx = np.zeros((n_batch, channels, height * width), dtype=dout.dtype)
+    for task in prange(n_batch * channels):
+        n = task // channels
+        c = task % channels
+        for oh in range(hout):
+            for ow in range(wout):
+                dx[n, c, argmax[n, c, oh, ow]] += dout[n, c, oh, ow]
+    return dx.reshape(n_batch, channels, height, width)

@@ -1,0 +1,699 @@
+"""Forward/backward pairs of the layer kit, every derivative written out by hand.
+
+Protocol: ``out, cache = X_forward(...)`` and ``grads = X_backward(dout, cache)``; ``dout`` has the
+shape of ``out``, and each returned gradient has the shape of the input it belongs to. Every
+function keeps the input dtype (float32 for training, float64 for gradient checks) and refuses
+integer arrays and mixed dtypes with a TypeError naming the argument.
+
+Conventions: feature maps are NCHW. For a window of size K, stride s, padding p and dilation d
+along one axis of length H, the number of output positions is
+
+    H' = 1 + (H + 2·p − d·(K − 1) − 1) // s
+
+(the last window that fits entirely inside the padded input; PyTorch's floor mode).
+
+Convolution comes in two interchangeable methods, tested equal to each other and to torch:
+
+* ``method="naive"`` — seven nested Python loops, the definition written out; for reading and tests.
+* ``method="im2col"`` (default) — copy every receptive field into one column of a matrix (Numba
+  kernel), then do the whole convolution as a single matrix product (BLAS). A 1×1 convolution
+  needs no im2col at all: it *is* a matrix product on the (strided) input.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from minimaskrcnn._checks import float_array, pair
+from minimaskrcnn.nn import _conv_kernels as _k
+
+CONV_METHODS = ("im2col", "naive")
+
+# --------------------------------------------------------------------------------------------------
+# argument checks and scratch memory
+# --------------------------------------------------------------------------------------------------
+
+
+def _same_dtype(a: np.ndarray, name: str, x: np.ndarray) -> None:
+    if a.dtype != x.dtype:
+        raise TypeError(f"{name} must have the same dtype as x ({x.dtype}), got {a.dtype}")
+
+
+def _param(a, name: str, shape: tuple, x: np.ndarray, allow_none: bool = False):
+    """Check a parameter array: float, ``shape``, same dtype as ``x``; ``None`` passes if allowed."""
+    if a is None and allow_none:
+        return None
+    a = float_array(a, name, ndim=len(shape))
+    if a.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+    _same_dtype(a, name, x)
+    return a
+
+
+def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:
+    """H' = 1 + (H + 2p − d(K − 1) − 1) // s."""
+    return 1 + (size + 2 * p - d * (k - 1) - 1) // s
+
+
+_scratch = threading.local()
+
+
+def _workspace(slot: str, shape: tuple, dtype) -> np.ndarray:
+    """A reusable scratch array (one per slot, dtype and thread), grown on demand, never returned to
+    a caller. Reusing it avoids the page faults of a fresh multi-megabyte allocation on every call,
+    which otherwise cost as much as the im2col copy itself."""
+    bufs = getattr(_scratch, "bufs", None)
+    if bufs is None:
+        bufs = _scratch.bufs = {}
+    size = int(np.prod(shape))
+    key = (slot, np.dtype(dtype))
+    buf = bufs.get(key)
+    if buf is None or buf.size < size:
+        buf = bufs[key] = np.empty(size, dtype=dtype)
+    return buf[:size].reshape(shape)
+
+
+def clear_workspace() -> None:
+    """Free the scratch buffers kept by the im2col convolution in this thread."""
+    _scratch.bufs = {}
+
+
+def _check_method(method: str) -> None:
+    if method not in CONV_METHODS:
+        raise ValueError(f"method must be one of {CONV_METHODS}, got {method!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# conv2d
+# --------------------------------------------------------------------------------------------------
+
+
+def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, *, method: str = "im2col"):
+    """2-D cross-correlation, as ``torch.nn.functional.conv2d`` (groups = 1).
+
+    Inputs
+    - x: (N, C_in, H, W) input feature map.
+    - w: (C_out, C_in, kH, kW) filters (torch layout).
+    - b: (C_out,) bias, or None.
+    - stride, padding, dilation: int or (h, w) pair; stride, dilation >= 1, padding >= 0 (zeros).
+    - method: "im2col" (default, Numba + one BLAS matrix product) or "naive" (loops).
+
+    Output
+    - out: (N, C_out, H', W') with H' = 1 + (H + 2·pad_h − dil_h·(kH − 1) − 1) // stride_h, same for W';
+      out[n, o, y, x] = b[o] + Σ_{c,i,j} w[o, c, i, j] · x_pad[n, c, y·s_h + i·d_h, x·s_w + j·d_w].
+    - cache: what ``conv2d_backward`` needs (x and w are kept, not the column matrix: backward
+      rebuilds it, which costs one copy but keeps a network's memory at one activation per layer).
+    """
+    _check_method(method)
+    x = float_array(x, "x", ndim=4)
+    w = float_array(w, "w", ndim=4)
+    _same_dtype(w, "w", x)
+    n_batch, c_in, height, width = x.shape
+    c_out, w_c_in, kh, kw = w.shape
+    if w_c_in != c_in:
+        raise ValueError(f"w has {w_c_in} input channels (w.shape[1]) but x has {c_in} (x.shape[1])")
+    if min(c_out, kh, kw, c_in, height, width) < 1:
+        raise ValueError(f"x and w must have non-empty channel/spatial axes, got x {x.shape}, w {w.shape}")
+    b = _param(b, "b", (c_out,), x, allow_none=True)
+    sh, sw = pair(stride, "stride", minimum=1)
+    ph, pw = pair(padding, "padding", minimum=0)
+    dh, dw = pair(dilation, "dilation", minimum=1)
+    for axis, size, k, p, d in (("height", height, kh, ph, dh), ("width", width, kw, pw, dw)):
+        if d * (k - 1) + 1 > size + 2 * p:
+            raise ValueError(f"kernel {axis} (dilated: {d * (k - 1) + 1}) is larger than the padded input "
+                             f"{axis} ({size} + 2·{p}); x {x.shape}, w {w.shape}")
+    hout, wout = _out_size(height, kh, sh, ph, dh), _out_size(width, kw, sw, pw, dw)
+    geometry = (sh, sw, ph, pw, dh, dw, hout, wout)
+    if method == "naive":
+        out = _conv2d_naive_forward(x, w, b, geometry)
+    else:
+        out = _conv2d_im2col_forward(x, w, b, geometry)
+    return out, (x, w, b is not None, geometry, method)
+
+
+def conv2d_backward(dout, cache):
+    """Gradients of conv2d.
+
+    Inputs
+    - dout: (N, C_out, H', W') upstream gradient.
+    - cache: from ``conv2d_forward``.
+
+    Returns (dx, dw, db): (N, C_in, H, W), (C_out, C_in, kH, kW), (C_out,) — db is None when the
+    forward had no bias. With cols the im2col matrix and W the filters as a (C_out, C_in·kH·kW)
+    matrix, out = W·cols gives dW = dout·colsᵀ, dcols = Wᵀ·dout, and dx = col2im(dcols), which adds
+    every column entry back into the pixel it was copied from.
+    """
+    x, w, has_bias, geometry, method = cache
+    n_batch, c_out, hout, wout = x.shape[0], w.shape[0], geometry[6], geometry[7]
+    dout = float_array(dout, "dout", ndim=4)
+    _same_dtype(dout, "dout", x)
+    if dout.shape != (n_batch, c_out, hout, wout):
+        raise ValueError(f"dout must have shape {(n_batch, c_out, hout, wout)}, got {dout.shape}")
+    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    if method == "naive":
+        dx, dw = _conv2d_naive_backward(dout, x, w, geometry)
+    else:
+        dx, dw = _conv2d_im2col_backward(dout, x, w, geometry)
+    return dx, dw, db
+
+
+def _conv2d_naive_forward(x, w, b, geometry):
+    """The definition, one multiply-add at a time: seven loops (n, o, y, x, c, i, j)."""
+    sh, sw, ph, pw, dh, dw, hout, wout = geometry
+    n_batch, c_in, height, width = x.shape
+    c_out, _, kh, kw = w.shape
+    out = np.zeros((n_batch, c_out, hout, wout), dtype=x.dtype)
+    for n in range(n_batch):
+        for o in range(c_out):
+            for oy in range(hout):
+                for ox in range(wout):
+                    acc = x.dtype.type(0) if b is None else b[o]
+                    for c in range(c_in):
+                        for i in range(kh):
+                            for j in range(kw):
+                                iy = oy * sh - ph + i * dh  # row in the unpadded input
+                                ix = ox * sw - pw + j * dw
+                                if 0 <= iy < height and 0 <= ix < width:  # outside = zero padding
+                                    acc += w[o, c, i, j] * x[n, c, iy, ix]
+                    out[n, o, oy, ox] = acc
+    return out
+
+
+def _conv2d_naive_backward(dout, x, w, geometry):
+    """Each multiply-add of the forward, out += w·x, sends dout·x to dw and dout·w to dx."""
+    sh, sw, ph, pw, dh, dw_, hout, wout = geometry
+    n_batch, c_in, height, width = x.shape
+    c_out, _, kh, kw = w.shape
+    dx = np.zeros_like(x)
+    dw = np.zeros_like(w)
+    for n in range(n_batch):
+        for o in range(c_out):
+            for oy in range(hout):
+                for ox in range(wout):
+                    g = dout[n, o, oy, ox]
+                    for c in range(c_in):
+                        for i in range(kh):
+                            for j in range(kw):
+                                iy = oy * sh - ph + i * dh
+                                ix = ox * sw - pw + j * dw_
+                                if 0 <= iy < height and 0 <= ix < width:
+                                    dw[o, c, i, j] += g * x[n, c, iy, ix]
+                                    dx[n, c, iy, ix] += g * w[o, c, i, j]
+    return dx, dw
+
+
+def _is_pointwise(w, geometry) -> bool:
+    """A 1×1 kernel without padding: the convolution is a matrix product on x[:, :, ::s_h, ::s_w]."""
+    sh, sw, ph, pw, dh, dw, hout, wout = geometry
+    return w.shape[2] == 1 and w.shape[3] == 1 and ph == 0 and pw == 0
+
+
+def _conv2d_im2col_forward(x, w, b, geometry):
+    sh, sw, ph, pw, dh, dw, hout, wout = geometry
+    n_batch, c_in = x.shape[:2]
+    c_out, _, kh, kw = w.shape
+    length = hout * wout
+    w2 = w.reshape(c_out, c_in * kh * kw)
+    if _is_pointwise(w, geometry):
+        # 1×1 fast path: no im2col; out[n] = W · x[n] for every image (a stack of BLAS calls).
+        xs = np.ascontiguousarray(x[:, :, ::sh, ::sw]).reshape(n_batch, c_in, length)
+        out = np.matmul(w2, xs)
+        if b is not None:
+            out += b[:, None]
+        return out.reshape(n_batch, c_out, hout, wout)
+    # 1. Receptive fields → columns: cols[(c, i, j), (n, y, x)].
+    cols = _workspace("cols", (c_in * kh * kw, n_batch, length), x.dtype)
+    _k.im2col(np.ascontiguousarray(x), cols, kh, kw, sh, sw, ph, pw, dh, dw, hout, wout)
+    # 2. The whole convolution as one matrix product: (C_out, C_in·kH·kW) @ (C_in·kH·kW, N·H'·W').
+    prod = _workspace("prod", (c_out, n_batch, length), x.dtype)
+    np.matmul(w2, cols.reshape(cols.shape[0], -1), out=prod.reshape(c_out, -1))
+    # 3. (C_out, N, L) → (N, C_out, L), adding the bias on the way.
+    out = np.empty((n_batch, c_out, length), dtype=x.dtype)
+    _k.cnl_to_nchw_bias(prod, b if b is not None else np.empty(0, x.dtype), out)
+    return out.reshape(n_batch, c_out, hout, wout)
+
+
+def _conv2d_im2col_backward(dout, x, w, geometry):
+    sh, sw, ph, pw, dh, dw, hout, wout = geometry
+    n_batch, c_in, height, width = x.shape
+    c_out, _, kh, kw = w.shape
+    length = hout * wout
+    w2 = w.reshape(c_out, c_in * kh * kw)
+    dout3 = np.ascontiguousarray(dout).reshape(n_batch, c_out, length)
+    if _is_pointwise(w, geometry):
+        xs = np.ascontiguousarray(x[:, :, ::sh, ::sw]).reshape(n_batch, c_in, length)
+        dw2 = np.zeros_like(w2)
+        for n in range(n_batch):  # dW = Σ_n dout[n] · x[n]ᵀ
+            dw2 += dout3[n] @ xs[n].T
+        dxs = np.matmul(w2.T, dout3).reshape(n_batch, c_in, hout, wout)
+        if sh == 1 and sw == 1:
+            return dxs, dw2.reshape(w.shape)
+        dx = np.zeros_like(x)  # pixels skipped by the stride get no gradient
+        dx[:, :, ::sh, ::sw] = dxs
+        return dx, dw2.reshape(w.shape)
+    # 1. dout in the column layout (C_out, N·L), matching the forward's product.
+    d2 = _workspace("dout", (c_out, n_batch, length), x.dtype)
+    _k.nchw_to_cnl(dout3, d2)
+    d2 = d2.reshape(c_out, -1)
+    # 2. Rebuild the columns of the forward (not kept in the cache, see conv2d_forward).
+    cols = _workspace("cols", (c_in * kh * kw, n_batch, length), x.dtype)
+    _k.im2col(np.ascontiguousarray(x), cols, kh, kw, sh, sw, ph, pw, dh, dw, hout, wout)
+    # 3. dW = dout · colsᵀ and dcols = Wᵀ · dout, two matrix products.
+    dw2 = d2 @ cols.reshape(cols.shape[0], -1).T
+    dcols = _workspace("dcols", cols.shape, x.dtype)
+    np.matmul(w2.T, d2, out=dcols.reshape(cols.shape[0], -1))
+    # 4. Columns → image: add each entry back where im2col read it.
+    dx = np.empty_like(x)
+    _k.col2im(dcols, dx, kh, kw, sh, sw, ph, pw, dh, dw, hout, wout)
+    return dx, dw2.reshape(w.shape)
+
+
+# --------------------------------------------------------------------------------------------------
+# conv_transpose2d
+# --------------------------------------------------------------------------------------------------
+
+
+def conv_transpose2d_forward(x, w, b, stride=1, padding=0, *, method: str = "im2col"):
+    """2-D transposed convolution, as ``torch.nn.functional.conv_transpose2d`` (groups = 1,
+    dilation = 1, output_padding = 0): the adjoint of conv2d with the same stride and padding.
+
+    Inputs
+    - x: (N, C_in, H, W).
+    - w: (C_in, C_out, kH, kW) — torch's layout for transposed convolution (C_in first).
+    - b: (C_out,) or None.
+    - stride, padding: int or (h, w) pair; stride >= 1, padding >= 0.
+    - method: "im2col" (default: one BLAS product, then col2im) or "naive" (loops).
+
+    Output
+    - out: (N, C_out, H', W') with H' = (H − 1)·stride_h − 2·pad_h + kH (must be >= 1), same for W';
+      every input pixel x[n, c, y, x] adds x·w[c, o, i, j] to out[n, o, y·s_h − p_h + i, x·s_w − p_w + j]
+      (contributions that land in the cropped border ``padding`` are dropped).
+    - cache for ``conv_transpose2d_backward``.
+
+    The mask head's 2×2, stride-2 upsampling (kernel = stride, no padding) writes every output
+    pixel exactly once, so col2im degenerates to a reshape and transpose.
+    """
+    _check_method(method)
+    x = float_array(x, "x", ndim=4)
+    w = float_array(w, "w", ndim=4)
+    _same_dtype(w, "w", x)
+    n_batch, c_in, height, width = x.shape
+    w_c_in, c_out, kh, kw = w.shape
+    if w_c_in != c_in:
+        raise ValueError(f"w has {w_c_in} input channels (w.shape[0], layout (C_in, C_out, kH, kW)) "
+                         f"but x has {c_in} (x.shape[1])")
+    if min(c_out, kh, kw, c_in, height, width) < 1:
+        raise ValueError(f"x and w must have non-empty channel/spatial axes, got x {x.shape}, w {w.shape}")
+    b = _param(b, "b", (c_out,), x, allow_none=True)
+    sh, sw = pair(stride, "stride", minimum=1)
+    ph, pw = pair(padding, "padding", minimum=0)
+    hout, wout = (height - 1) * sh - 2 * ph + kh, (width - 1) * sw - 2 * pw + kw
+    if hout < 1 or wout < 1:
+        raise ValueError(f"padding {(ph, pw)} crops the whole output: (H − 1)·stride − 2·padding + k gives "
+                         f"{(hout, wout)} for x {x.shape}, w {w.shape}, stride {(sh, sw)}")
+    geometry = (sh, sw, ph, pw, hout, wout)
+    if method == "naive":
+        out = _conv_transpose2d_naive_forward(x, w, b, geometry)
+    else:
+        out = _conv_transpose2d_im2col_forward(x, w, b, geometry)
+    return out, (x, w, b is not None, geometry, method)
+
+
+def conv_transpose2d_backward(dout, cache):
+    """Gradients of conv_transpose2d.
+
+    Inputs: dout (N, C_out, H', W'), cache. Returns (dx, dw, db): (N, C_in, H, W),
+    (C_in, C_out, kH, kW), (C_out,) or None. The transposed convolution is col2im(Wᵀ·x), so its
+    backward is a plain convolution: dcols = im2col(dout), dx = W·dcols, dW = x·dcolsᵀ.
+    """
+    x, w, has_bias, geometry, method = cache
+    sh, sw, ph, pw, hout, wout = geometry
+    n_batch, c_in, height, width = x.shape
+    _, c_out, kh, kw = w.shape
+    dout = float_array(dout, "dout", ndim=4)
+    _same_dtype(dout, "dout", x)
+    if dout.shape != (n_batch, c_out, hout, wout):
+        raise ValueError(f"dout must have shape {(n_batch, c_out, hout, wout)}, got {dout.shape}")
+    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    if method == "naive":
+        dx, dw = _conv_transpose2d_naive_backward(dout, x, w, geometry)
+        return dx, dw, db
+    length = height * width
+    w2 = w.reshape(c_in, c_out * kh * kw)
+    # 1. dcols[(o, i, j), (n, y, x)] = dout[n, o, y·s − p + i, x·s − p + j]: im2col of dout over the
+    #    input grid (H × W positions).
+    if _is_tiling(w, geometry):
+        dcols = (np.ascontiguousarray(dout).reshape(n_batch, c_out, height, kh, width, kw)
+                 .transpose(1, 3, 5, 0, 2, 4).reshape(c_out * kh * kw, n_batch * length))
+    else:
+        dcols = _workspace("cols", (c_out * kh * kw, n_batch, length), x.dtype)
+        _k.im2col(np.ascontiguousarray(dout), dcols, kh, kw, sh, sw, ph, pw, 1, 1, height, width)
+        dcols = dcols.reshape(c_out * kh * kw, -1)
+    # 2. x in the same column layout (C_in, N·H·W), then two matrix products.
+    xc = _workspace("dout", (c_in, n_batch, length), x.dtype)
+    _k.nchw_to_cnl(np.ascontiguousarray(x).reshape(n_batch, c_in, length), xc)
+    xc = xc.reshape(c_in, -1)
+    dw = (xc @ dcols.T).reshape(w.shape)
+    dxc = w2 @ dcols  # (C_in, N·H·W)
+    dx = np.empty((n_batch, c_in, length), dtype=x.dtype)
+    _k.cnl_to_nchw_bias(dxc.reshape(c_in, n_batch, length), np.empty(0, x.dtype), dx)
+    return dx.reshape(x.shape), dw, db
+
+
+def _is_tiling(w, geometry) -> bool:
+    """kernel = stride and no padding: every output pixel receives exactly one input pixel."""
+    sh, sw, ph, pw = geometry[:4]
+    return w.shape[2] == sh and w.shape[3] == sw and ph == 0 and pw == 0
+
+
+def _conv_transpose2d_naive_forward(x, w, b, geometry):
+    """Scatter form, seven loops: each input pixel stamps its kernel onto the output."""
+    sh, sw, ph, pw, hout, wout = geometry
+    n_batch, c_in, height, width = x.shape
+    _, c_out, kh, kw = w.shape
+    out = np.zeros((n_batch, c_out, hout, wout), dtype=x.dtype)
+    for n in range(n_batch):
+        for c in range(c_in):
+            for iy in range(height):
+                for ix in range(width):
+                    for o in range(c_out):
+                        for i in range(kh):
+                            for j in range(kw):
+                                oy = iy * sh - ph + i
+                                ox = ix * sw - pw + j
+                                if 0 <= oy < hout and 0 <= ox < wout:  # else: cropped by padding
+                                    out[n, o, oy, ox] += x[n, c, iy, ix] * w[c, o, i, j]
+    if b is not None:
+        out += b[None, :, None, None]
+    return out
+
+
+def _conv_transpose2d_naive_backward(dout, x, w, geometry):
+    sh, sw, ph, pw, hout, wout = geometry
+    n_batch, c_in, height, width = x.shape
+    _, c_out, kh, kw = w.shape
+    dx = np.zeros_like(x)
+    dw = np.zeros_like(w)
+    for n in range(n_batch):
+        for c in range(c_in):
+            for iy in range(height):
+                for ix in range(width):
+                    for o in range(c_out):
+                        for i in range(kh):
+                            for j in range(kw):
+                                oy = iy * sh - ph + i
+                                ox = ix * sw - pw + j
+                                if 0 <= oy < hout and 0 <= ox < wout:
+                                    dx[n, c, iy, ix] += dout[n, o, oy, ox] * w[c, o, i, j]
+                                    dw[c, o, i, j] += dout[n, o, oy, ox] * x[n, c, iy, ix]
+    return dx, dw
+
+
+def _conv_transpose2d_im2col_forward(x, w, b, geometry):
+    sh, sw, ph, pw, hout, wout = geometry
+    n_batch, c_in, height, width = x.shape
+    _, c_out, kh, kw = w.shape
+    length = height * width
+    # 1. x in column layout (C_in, N·H·W); every input pixel's contributions, one column each:
+    #    cols = Wᵀ · x with W viewed as (C_in, C_out·kH·kW).
+    xc = _workspace("dout", (c_in, n_batch, length), x.dtype)
+    _k.nchw_to_cnl(np.ascontiguousarray(x).reshape(n_batch, c_in, length), xc)
+    w2 = w.reshape(c_in, c_out * kh * kw)
+    if _is_tiling(w, geometry):
+        # 2a. kernel = stride: the kernel stamps tile the output, so placing them is a transpose.
+        cols = w2.T @ xc.reshape(c_in, -1)
+        out = (cols.reshape(c_out, kh, kw, n_batch, height, width).transpose(3, 0, 4, 1, 5, 2)
+               .reshape(n_batch, c_out, hout, wout))
+    else:
+        # 2b. general case: col2im sums the overlapping stamps (the adjoint of conv2d's im2col).
+        cols = _workspace("dcols", (c_out * kh * kw, n_batch, length), x.dtype)
+        np.matmul(w2.T, xc.reshape(c_in, -1), out=cols.reshape(c_out * kh * kw, -1))
+        out = np.empty((n_batch, c_out, hout, wout), dtype=x.dtype)
+        _k.col2im(cols, out, kh, kw, sh, sw, ph, pw, 1, 1, height, width)
+    if b is not None:
+        out += b[None, :, None, None]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# linear, relu, flatten
+# --------------------------------------------------------------------------------------------------
+
+
+def linear_forward(x, w, b):
+    """Fully connected layer, as ``torch.nn.functional.linear``.
+
+    Inputs: x (N, in_features); w (out_features, in_features) (torch layout); b (out_features,) or None.
+    Output: out (N, out_features) = x · wᵀ + b, and the cache.
+    """
+    x = float_array(x, "x", ndim=2)
+    w = float_array(w, "w", ndim=2)
+    _same_dtype(w, "w", x)
+    if w.shape[1] != x.shape[1]:
+        raise ValueError(f"w has {w.shape[1]} input features (w.shape[1]) "
+                         f"but x has {x.shape[1]} (x.shape[1])")
+    b = _param(b, "b", (w.shape[0],), x, allow_none=True)
+    out = x @ w.T
+    if b is not None:
+        out += b
+    return out, (x, w, b is not None)
+
+
+def linear_backward(dout, cache):
+    """Inputs: dout (N, out_features), cache. Returns (dx, dw, db): dx = dout·w (N, in),
+    dw = doutᵀ·x (out, in), db = Σ_n dout (out,) or None."""
+    x, w, has_bias = cache
+    dout = float_array(dout, "dout", ndim=2)
+    _same_dtype(dout, "dout", x)
+    if dout.shape != (x.shape[0], w.shape[0]):
+        raise ValueError(f"dout must have shape {(x.shape[0], w.shape[0])}, got {dout.shape}")
+    return dout @ w, dout.T @ x, (dout.sum(axis=0) if has_bias else None)
+
+
+def relu_forward(x):
+    """out = max(x, 0), any shape. The cache is the mask x > 0."""
+    x = float_array(x, "x")
+    mask = x > 0
+    return x * mask, mask
+
+
+def relu_backward(dout, cache):
+    """dx = dout where x > 0, else 0 (the derivative at exactly 0 is taken as 0, as torch does)."""
+    mask = cache
+    dout = float_array(dout, "dout")
+    if dout.shape != mask.shape:
+        raise ValueError(f"dout must have shape {mask.shape}, got {dout.shape}")
+    return dout * mask
+
+
+def flatten_forward(x):
+    """(N, d1, d2, ...) → (N, d1·d2·...), a C-order reshape (``torch.flatten(x, 1)``)."""
+    x = float_array(x, "x")
+    if x.ndim < 2:
+        raise ValueError(f"x must have at least 2 dimensions (N, ...), got shape {x.shape}")
+    return x.reshape(x.shape[0], -1), x.shape
+
+
+def flatten_backward(dout, cache):
+    """dx = dout reshaped back to the input shape."""
+    shape = cache
+    dout = float_array(dout, "dout", ndim=2)
+    if dout.shape != (shape[0], int(np.prod(shape[1:]))):
+        raise ValueError(f"dout must have shape {(shape[0], int(np.prod(shape[1:])))}, got {dout.shape}")
+    return dout.reshape(shape)
+
+
+# --------------------------------------------------------------------------------------------------
+# max_pool2d
+# --------------------------------------------------------------------------------------------------
+
+
+def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
+    """Max pooling, as ``torch.nn.functional.max_pool2d`` (dilation 1, floor mode).
+
+    Inputs
+    - x: (N, C, H, W).
+    - kernel_size: int or (kH, kW); stride: int, pair or None (= kernel_size); padding: int or pair,
+      at most half the kernel (torch's rule). Padding counts as −inf: it is never the maximum.
+
+    Output: out (N, C, H', W') with H' = 1 + (H + 2·pad_h − kH) // stride_h, and the cache (the
+    argmax of every window). Ties go to the first maximum in row-major window order, as torch.
+    """
+    x = float_array(x, "x", ndim=4)
+    kh, kw = pair(kernel_size, "kernel_size", minimum=1)
+    sh, sw = pair(kernel_size if stride is None else stride, "stride", minimum=1)
+    ph, pw = pair(padding, "padding", minimum=0)
+    if 2 * ph > kh or 2 * pw > kw:
+        raise ValueError(f"padding {(ph, pw)} must be at most half of kernel_size {(kh, kw)}")
+    n_batch, channels, height, width = x.shape
+    if kh > height + 2 * ph or kw > width + 2 * pw:
+        raise ValueError(f"kernel_size {(kh, kw)} is larger than the padded input "
+                         f"({height} + 2·{ph}, {width} + 2·{pw})")
+    hout, wout = _out_size(height, kh, sh, ph, 1), _out_size(width, kw, sw, pw, 1)
+    out, argmax = _k.max_pool2d_forward(np.ascontiguousarray(x), kh, kw, sh, sw, ph, pw, hout, wout)
+    return out, (argmax, x.shape, x.dtype)
+
+
+def max_pool2d_backward(dout, cache):
+    """dx (N, C, H, W): each output gradient goes to its window's (first) maximum; overlapping
+    windows that share a maximum add up."""
+    argmax, shape, dtype = cache
+    dout = float_array(dout, "dout", ndim=4)
+    if dout.dtype != dtype:
+        raise TypeError(f"dout must have the same dtype as x ({dtype}), got {dout.dtype}")
+    if dout.shape != argmax.shape:
+        raise ValueError(f"dout must have shape {argmax.shape}, got {dout.shape}")
+    return _k.max_pool2d_backward(np.ascontiguousarray(dout), argmax, shape[2], shape[3])
+
+
+# --------------------------------------------------------------------------------------------------
+# normalisation: group_norm, frozen_batch_norm
+# --------------------------------------------------------------------------------------------------
+
+
+def group_norm_forward(x, num_groups, gamma, beta, eps=1e-5):
+    """Group normalisation (Wu & He 2018), as ``torch.nn.functional.group_norm``.
+
+    Inputs
+    - x: (N, C, *spatial) — any number (>= 0) of spatial axes.
+    - num_groups: G, dividing C; the C/G channels of a group share one mean and variance per image.
+    - gamma, beta: (C,) per-channel scale and shift, or None (no affine transform).
+    - eps: added to the variance.
+
+    Output: out (same shape as x) = gamma[c] · (x − μ_{n,g}) / sqrt(σ²_{n,g} + eps) + beta[c], with
+    μ and σ² (biased) taken over the group's channels and all spatial positions; and the cache.
+    """
+    x = float_array(x, "x")
+    if x.ndim < 2:
+        raise ValueError(f"x must have shape (N, C, ...), got {x.shape}")
+    n_batch, channels = x.shape[:2]
+    if not isinstance(num_groups, (int, np.integer)) or num_groups < 1 or channels % num_groups:
+        raise ValueError(f"num_groups must be a positive int dividing the {channels} channels, "
+                         f"got {num_groups!r}")
+    gamma = _param(gamma, "gamma", (channels,), x, allow_none=True)
+    beta = _param(beta, "beta", (channels,), x, allow_none=True)
+    # 1. Statistics per (image, group) over the group's C/G channels × spatial positions.
+    xg = x.reshape(n_batch, num_groups, -1)
+    if xg.shape[2] == 0:
+        raise ValueError(f"x must have non-empty spatial axes, got {x.shape}")
+    mean = xg.mean(axis=2, keepdims=True)
+    centred = xg - mean
+    var = np.mean(centred * centred, axis=2, keepdims=True)
+    rstd = 1.0 / np.sqrt(var + eps)
+    # 2. Normalise, then the per-channel affine transform.
+    xhat = (centred * rstd).reshape(x.shape)
+    per_channel = (1, channels) + (1,) * (x.ndim - 2)
+    out = xhat * gamma.reshape(per_channel) if gamma is not None else xhat.copy()
+    if beta is not None:
+        out += beta.reshape(per_channel)
+    return out, (xhat, rstd, gamma, beta is not None, num_groups)
+
+
+def group_norm_backward(dout, cache):
+    """Gradients of group_norm.
+
+    Returns (dx, dgamma, dbeta): dx like x; dgamma = Σ dout·x̂ and dbeta = Σ dout over N and spatial
+    axes, (C,) each (None without affine). With g = dout·gamma and means over a group's M elements,
+    dx = rstd · (g − mean(g) − x̂ · mean(g · x̂)) — the mean and variance depend on every element,
+    which is where the two subtracted terms come from.
+    """
+    xhat, rstd, gamma, has_beta, num_groups = cache
+    dout = float_array(dout, "dout")
+    _same_dtype(dout, "dout", xhat)
+    if dout.shape != xhat.shape:
+        raise ValueError(f"dout must have shape {xhat.shape}, got {dout.shape}")
+    n_batch, channels = xhat.shape[:2]
+    per_channel = (1, channels) + (1,) * (xhat.ndim - 2)
+    reduce_axes = (0,) + tuple(range(2, xhat.ndim))
+    dgamma = (dout * xhat).sum(axis=reduce_axes) if gamma is not None else None
+    dbeta = dout.sum(axis=reduce_axes) if has_beta else None
+    g = (dout * gamma.reshape(per_channel) if gamma is not None else dout).reshape(n_batch, num_groups, -1)
+    xg = xhat.reshape(n_batch, num_groups, -1)
+    dx = rstd * (g - g.mean(axis=2, keepdims=True) - xg * (g * xg).mean(axis=2, keepdims=True))
+    return dx.reshape(xhat.shape), dgamma, dbeta
+
+
+def frozen_batch_norm_forward(x, weight, bias, running_mean, running_var, eps=1e-5):
+    """Batch norm with frozen statistics, as torchvision's ``FrozenBatchNorm2d``: an affine map.
+
+    Inputs: x (N, C, H, W); weight, bias, running_mean, running_var: (C,) each; eps (torchvision's
+    default 1e-5). Computed in torchvision's order of operations:
+    scale = weight · 1/sqrt(running_var + eps), shift = bias − running_mean · scale,
+    out = x · scale[c] + shift[c] (same shape as x).
+    """
+    x = float_array(x, "x", ndim=4)
+    channels = x.shape[1]
+    weight = _param(weight, "weight", (channels,), x)
+    bias = _param(bias, "bias", (channels,), x)
+    running_mean = _param(running_mean, "running_mean", (channels,), x)
+    running_var = _param(running_var, "running_var", (channels,), x)
+    scale = weight * (1.0 / np.sqrt(running_var + eps)).astype(x.dtype)
+    shift = bias - running_mean * scale
+    out = x * scale[:, None, None] + shift[:, None, None]
+    return out, scale
+
+
+def frozen_batch_norm_backward(dout, cache):
+    """dx = dout · scale[c]; the statistics and affine parameters are frozen (no gradient)."""
+    scale = cache
+    dout = float_array(dout, "dout", ndim=4)
+    _same_dtype(dout, "dout", scale)
+    if dout.shape[1] != scale.shape[0]:
+        raise ValueError(f"dout must have {scale.shape[0]} channels, got shape {dout.shape}")
+    return dout * scale[:, None, None]
+
+
+# --------------------------------------------------------------------------------------------------
+# upsample_nearest2d
+# --------------------------------------------------------------------------------------------------
+
+
+def nearest_source_index(in_size: int, out_size: int) -> np.ndarray:
+    """Input index read by each of ``out_size`` outputs, torch's "nearest" rule (not "nearest-exact"):
+
+        src = min(floor(dst · scale), in_size − 1),   scale = in_size / out_size
+
+    with scale and the product in float32, as torch computes them; e.g. in 3 → out 7:
+    scale = 0.42857143, dst 0..6 → 0, 0, 0, 1, 1, 2, 2.
+    """
+    scale = np.float32(in_size) / np.float32(out_size)
+    src = np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(np.int64)
+    return np.minimum(src, in_size - 1)
+
+
+def upsample_nearest2d_forward(x, size):
+    """Nearest-neighbour resize to an explicit size, as ``F.interpolate(x, size, mode="nearest")``.
+
+    Inputs: x (N, C, H, W); size (H_out, W_out), each >= 1 (smaller than H, W also works: that
+    subsamples). Output: out (N, C, H_out, W_out), out[..., y, x] = x[..., src_h[y], src_w[x]]
+    (see ``nearest_source_index``), and the cache.
+    """
+    x = float_array(x, "x", ndim=4)
+    out_h, out_w = pair(size, "size", minimum=1)
+    height, width = x.shape[2:]
+    if min(x.shape[1:]) < 1:
+        raise ValueError(f"x must have non-empty channel/spatial axes, got {x.shape}")
+    src_h, src_w = nearest_source_index(height, out_h), nearest_source_index(width, out_w)
+    out = x[:, :, src_h[:, None], src_w[None, :]]
+    return out, (x.shape, x.dtype, src_h, src_w)
+
+
+def upsample_nearest2d_backward(dout, cache):
+    """dx (N, C, H, W): every input pixel receives the sum of the gradients of the outputs that
+    copied it (0 if none did). The source indices never decrease, so each input row/column owns a
+    contiguous run of output rows/columns: two segment sums (``np.add.reduceat``) do the scatter."""
+    shape, dtype, src_h, src_w = cache
+    dout = float_array(dout, "dout", ndim=4)
+    if dout.dtype != dtype:
+        raise TypeError(f"dout must have the same dtype as x ({dtype}), got {dout.dtype}")
+    want = shape[:2] + (len(src_h), len(src_w))
+    if dout.shape != want:
+        raise ValueError(f"dout must have shape {want}, got {dout.shape}")
+    rows = np.flatnonzero(np.diff(src_h, prepend=-1))  # first output row of every run
+    cols = np.flatnonzero(np.diff(src_w, prepend=-1))
+    summed = np.add.reduceat(np.add.reduceat(dout, rows, axis=2), cols, axis=3)
+    dx = np.zeros(shape, dtype=dtype)
+    dx[:, :, src_h[rows][:, None], src_w[cols][None, :]] = summed
+    return dx
