@@ -39,6 +39,8 @@ __all__ = [
 _POLY_UPSAMPLE = 5.0
 # Coordinates beyond this are refused: the C rasteriser works in 32-bit ints on 5x the coordinates.
 _MAX_POLY_COORD = 1e8
+# The boundary is traced one point per 1/5 pixel; refuse polygons whose trace would exhaust memory.
+_MAX_POLY_TRACE = 50_000_000
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -469,6 +471,11 @@ def _check_polygon(p, i: int, h: int, w: int) -> np.ndarray:
                          " (pycocotools would read 4 numbers as a box [x, y, w, h])")
     if not np.all(np.isfinite(xy)) or np.abs(xy).max() > _MAX_POLY_COORD:
         raise ValueError(f"polygons[{i}] coordinates must be finite and within +-{_MAX_POLY_COORD:g}")
+    snapped = np.trunc(_POLY_UPSAMPLE * xy + 0.5).reshape(-1, 2)
+    steps = np.abs(snapped - np.roll(snapped, -1, axis=0)).max(axis=1) + 1
+    if steps.sum() > _MAX_POLY_TRACE:
+        raise ValueError(f"polygons[{i}] is too long to rasterise ({steps.sum():.0f} boundary points); "
+                         f"its coordinates lie far outside the {h}x{w} image")
     return xy
 
 
@@ -504,7 +511,11 @@ def _merge_counts(h, w, parts, intersect):
 
 
 def merge(rles, intersect: bool = False) -> dict:
-    """Union (or intersection) of RLEs of one size, as pycocotools ``mask.merge``."""
+    """Union (or intersection) of RLEs of one size, as pycocotools ``mask.merge``.
+
+    Returns a canonical RLE with compressed counts (a single input with zero-length runs in the
+    middle, which pycocotools would copy as is, comes back canonical: the same mask).
+    """
     rles = list(rles)
     if not rles:
         raise ValueError("merge needs at least one RLE")

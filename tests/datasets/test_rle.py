@@ -219,3 +219,11 @@ def test_bad_input():
         polygons_to_rle([[0, 0, 1, 0, np.nan, 1]], 4, 4)
     with pytest.raises(ValueError, match="same size"):
         merge([mask_to_rle(np.ones((2, 2), bool)), mask_to_rle(np.ones((3, 2), bool))])
+
+
+def test_polygon_far_outside_is_refused_not_traced():
+    # 1e7 pixels of boundary traced at 1/5 pixel would need ~10^8 points: refused with a clear error
+    with pytest.raises(ValueError, match="too long to rasterise"):
+        polygons_to_rle([[0, 0, 1e7, 0, 1e7, 1e7]], 10, 10)
+    # a polygon partly outside the image is fine (clipped), as in pycocotools
+    assert rle_area(polygons_to_rle([[-20, -20, 30, -20, 30, 30, -20, 30]], 10, 10)) == 100

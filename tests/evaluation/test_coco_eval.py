@@ -148,6 +148,51 @@ def test_equals_pycocotools_random(pycocotools, iou_type, seed):
     assert sum(d["image_id"] == gt["images"][2]["id"] for d in dets) > 100
 
 
+@pytest.mark.parametrize("variant", ["ignore_key", "box_results_segm", "mask_results_bbox", "max_dets"])
+def test_loadres_and_params_variants_equal_pycocotools(pycocotools, variant):
+    iou_type = "bbox" if variant in ("ignore_key", "mask_results_bbox") else "segm"
+    gt, dets = random_dataset(20, "segm" if variant == "mask_results_bbox" else iou_type)
+    max_dets = (1, 10, 100)
+    if variant == "ignore_key":  # COCOeval overwrites 'ignore' with 'iscrowd': the key has no effect
+        for a in gt["annotations"][::2]:
+            a["ignore"] = 1
+    elif variant == "box_results_segm":  # box-only results are rasterised as 4-corner polygons
+        dets = [{k: v for k, v in d.items() if k != "segmentation"} for d in dets]
+    elif variant == "mask_results_bbox":  # mask-only results: box and area from the mask
+        dets = [{k: v for k, v in d.items() if k != "bbox"} for d in dets]
+    else:
+        max_dets = (1, 5, 100)
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = copy.deepcopy(gt)
+        coco.createIndex()
+        ref = COCOeval(coco, coco.loadRes(copy.deepcopy(dets)), iou_type)
+        ref.params.maxDets = list(max_dets)
+        ref.evaluate()
+        ref.accumulate()
+        ref.summarize()
+    ours = coco_evaluate(gt, dets, iou_type, max_dets=max_dets)
+    np.testing.assert_allclose(ours["stats"], ref.stats, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ours["precision"], ref.eval["precision"], rtol=0, atol=1e-12)
+    if variant == "ignore_key":
+        for a in gt["annotations"]:
+            a.pop("ignore", None)
+        np.testing.assert_array_equal(coco_evaluate(gt, dets, iou_type)["stats"], ours["stats"])
+
+
+def test_missing_iscrowd_means_zero():
+    gt, dets = random_dataset(4, "bbox")
+    for a in gt["annotations"]:
+        a["iscrowd"] = 0
+    with_flag = coco_evaluate(gt, dets, "bbox")
+    for a in gt["annotations"]:
+        del a["iscrowd"]
+    np.testing.assert_array_equal(coco_evaluate(gt, dets, "bbox")["stats"], with_flag["stats"])
+
+
 def test_inputs_not_modified(pycocotools):
     gt, dets = random_dataset(3, "segm")
     gt0, dets0 = copy.deepcopy(gt), copy.deepcopy(dets)
@@ -310,3 +355,51 @@ def test_bad_arguments():
         coco_evaluate(_small_gt(), [{"image_id": 1, "category_id": 3, "bbox": [1, 1, 4, 4], "score": 0.9},
                                     {"image_id": 1, "category_id": 3, "score": 0.9,
                                      "segmentation": mask_to_rle(np.ones((10, 12), bool))}], "segm")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Size check: 500 images of 480x640 with 3 objects each (run with -s to see the time)
+# ----------------------------------------------------------------------------------------------------
+def _octagon(x, y, bw, bh):
+    cx, cy = x + bw / 2, y + bh / 2
+    t = np.arange(8) * np.pi / 4
+    return np.stack([cx + bw / 2 * np.cos(t), cy + bh / 2 * np.sin(t)], axis=1).ravel().tolist()
+
+
+def segm_benchmark_data(n_images=500, h=480, w=640, seed=0):
+    """3 GT polygons per image, one shifted mask detection each plus 3 false positives."""
+    from minimaskrcnn.datasets.rle import polygons_to_rle
+
+    rng = np.random.default_rng(seed)
+    images, anns, dets = [], [], []
+    for i in range(1, n_images + 1):
+        images.append({"id": i, "height": h, "width": w})
+        for j in range(6):
+            bw, bh = (float(v) for v in rng.integers(8, 220, 2))
+            x, y = float(rng.uniform(0, w - bw)), float(rng.uniform(0, h - bh))
+            cat = int(rng.integers(1, 4))
+            if j < 3:
+                rect = [x, y, x + bw, y, x + bw, y + bh, x, y + bh]
+                anns.append({"id": len(anns) + 1, "image_id": i, "category_id": cat, "bbox": [x, y, bw, bh],
+                             "area": bw * bh, "iscrowd": 0, "segmentation": [rect]})
+                x, y = x + float(rng.normal(0, 6)), y + float(rng.normal(0, 6))
+            dets.append({"image_id": i, "category_id": cat, "score": float(rng.random()),
+                         "segmentation": polygons_to_rle([_octagon(x, y, bw, bh)], h, w)})
+    return {"images": images, "annotations": anns, "categories": [{"id": c} for c in (1, 2, 3)]}, dets
+
+
+@pytest.mark.slow
+def test_500_images_segm(pycocotools):
+    import time
+
+    gt, dets = segm_benchmark_data()
+    coco_evaluate(gt, dets[:30], "segm")  # compile / load the Numba kernels first
+    t0 = time.perf_counter()
+    ours = coco_evaluate(gt, dets, "segm")
+    elapsed = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ref = pycoco_eval(pycocotools, gt, dets, "segm")
+    ref_elapsed = time.perf_counter() - t0
+    print(f"\n500 images, 1500 GTs, 3000 detections, segm: coco_evaluate {elapsed:.2f} s, "
+          f"pycocotools {ref_elapsed:.2f} s")
+    np.testing.assert_allclose(ours["stats"], ref.stats, rtol=0, atol=1e-12)
