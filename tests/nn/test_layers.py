@@ -429,3 +429,15 @@ def test_repr_reads_like_torch():
     assert "(stem): Sequential(" in text
     assert "(0): Conv2d(3, 8, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))" in text
     assert "(fc): Linear(in_features=144, out_features=5, bias=True)" in text
+
+
+def test_package_exports():
+    import minimaskrcnn.nn as nn
+    from minimaskrcnn.nn import functional, layers, losses, optim
+
+    assert nn.Conv2d is layers.Conv2d and nn.SGD is optim.SGD and nn.smooth_l1 is losses.smooth_l1
+    assert callable(functional.conv2d_forward)
+    for name in nn.__all__:
+        assert getattr(nn, name) is not None
+    with pytest.raises(AttributeError, match="no attribute"):
+        nn.NotALayer  # noqa: B018
