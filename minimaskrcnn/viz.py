@@ -119,7 +119,9 @@ def draw_instances(image, boxes, labels, scores=None, masks=None, class_names=No
         if show_text:
             name = class_names[int(labels[i])] if class_names is not None else str(int(labels[i]))
             text = name if scores is None else f"{name} {scores[i]:.2f}"
-            ax.text(x1, y1, text, color="white", fontsize=7, va="bottom", ha="left",
+            # Above the box, or just inside it when the box touches the top of the image.
+            above = y1 >= 0.08 * h
+            ax.text(x1, y1, text, color="white", fontsize=7, va="bottom" if above else "top", ha="left",
                     bbox={"facecolor": colors[i], "alpha": 0.8, "pad": 1, "edgecolor": "none"})
     return fig
 

@@ -313,8 +313,9 @@ class ShapesDataset:
         if lo > hi:
             raise ValueError(f"num_instances must be (lo, hi) with lo <= hi, got {(lo, hi)}")
         self.num_instances = (lo, hi)
-        if not (2 <= min_size <= max_size):
-            raise ValueError(f"min_size and max_size must satisfy 2 <= min_size <= max_size, "
+        # From 4 px up every shape covers at least one pixel centre wherever it is placed.
+        if not (4 <= min_size <= max_size):
+            raise ValueError(f"min_size and max_size must satisfy 4 <= min_size <= max_size, "
                              f"got {min_size}, {max_size}")
         # The largest object (rotated: its circumscribed circle) must fit inside the image.
         reach = max(max(_BOUND[c] if rotate else max(_HALF_EXTENT[c]) for c in classes), 1.0)
@@ -444,6 +445,9 @@ class ShapesDataset:
             avoid = avoid_bg + ([o["colour"] for o in objects] if self.occlusion else [])
             colour = _colour_far_from(rng, avoid, 100.0 if not self.occlusion else 80.0)
             window = shape_window(name, cx, cy, size, angle, (h, w))
+            if not window[4].any():  # cannot happen for size >= 4, but an empty mask is never annotated
+                placed.pop()
+                continue
             obj = {"label": label, "name": name, "center": (cx, cy), "size": size, "angle": angle,
                    "window": window, "colour": colour, "kind": "solid"}
             if self.textures:

@@ -243,3 +243,25 @@ def test_len_index_and_options_errors():
     with pytest.raises(TypeError):
         ShapesDataset(3, colour="red")
     assert ShapesDataset(2, classes=["star", "ring"]).class_names == ["background", "star", "ring"]
+
+
+def test_random_configurations_keep_the_invariants():
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+
+    @hypothesis.settings(max_examples=30, deadline=None)
+    @hypothesis.given(seed=st.integers(0, 10**6), index=st.integers(0, 10**6), h=st.integers(24, 96),
+                      w=st.integers(24, 96), hi=st.integers(1, 8), textures=st.booleans(),
+                      occlusion=st.booleans(), rotate=st.booleans(),
+                      classes=st.lists(st.sampled_from(SHAPE_NAMES), min_size=1, max_size=4, unique=True))
+    def check(seed, index, h, w, hi, textures, occlusion, rotate, classes):
+        ds = ShapesDataset(index + 1, image_size=(h, w), seed=seed, classes=classes, textures=textures,
+                           occlusion=occlusion, rotate=rotate, num_instances=(1, hi), min_size=4, max_size=16)
+        item = ds[index]
+        k = len(item["labels"])
+        assert 1 <= k <= hi and item["masks"].shape == (k, h, w)
+        assert item["masks"].reshape(k, -1).any(axis=1).all() and item["masks"].sum(axis=0).max() <= 1
+        np.testing.assert_array_equal(item["boxes"], np.array([_naive_box(m) for m in item["masks"]]))
+        assert set(item["labels"].tolist()) <= set(range(1, len(classes) + 1))
+
+    check()
