@@ -369,7 +369,8 @@ def bbox_iou_coco(dt_xywh, gt_xywh, iscrowd=None) -> np.ndarray:
 def _poly_counts(xy, h, w):
     """Rasterise one closed polygon exactly as pycocotools' rleFrPoly; returns run lengths.
 
-    xy: (2k,) float64 interleaved x0, y0, x1, y1, ... in pixel units (pixel centres at integers).
+    xy: (2k,) float64 interleaved x0, y0, x1, y1, ... in pixel units: pixel (x, y) covers
+    [x, x + 1) x [y, y + 1), its centre is (x + 0.5, y + 0.5).
     """
     scale = 5.0
     k = xy.shape[0] // 2
@@ -482,11 +483,13 @@ def _check_polygon(p, i: int, h: int, w: int) -> np.ndarray:
 def polygons_to_rle(polygons, h: int, w: int) -> dict:
     """Rasterise the union of polygons into an RLE, exactly as ``merge(frPyObjects(polygons, h, w))``.
 
-    polygons: list of flat lists ``[x0, y0, x1, y1, ...]`` (COCO "segmentation" polygons, pixel
-    coordinates where pixel (x, y) covers [x, x+1) x [y, y+1)... as COCO annotators draw them);
+    polygons: list of flat lists ``[x0, y0, x1, y1, ...]`` (COCO "segmentation" polygons) in
+    continuous pixel coordinates: pixel (x, y) covers [x, x + 1) x [y, y + 1), centre (x + .5, y + .5);
     h, w: image size. pycocotools' rule, which this reproduces: vertices are rounded to 1/5 pixel,
-    the closed boundary is traced, and a pixel is inside when its centre column is crossed an odd
-    number of times above it. Parts are united (not XOR-ed), as ``merge`` does.
+    the closed boundary is traced, and a pixel is inside when the vertical line through its centre
+    crosses the boundary an odd number of times above the centre (even-odd rule, so a polygon's
+    self-overlaps are holes). Parts are united (not XOR-ed), as ``merge`` does. Example: the square
+    [[1, 1, 3, 1, 3, 3, 1, 3]] covers exactly the 4 pixels with x, y in {1, 2}.
     """
     h, w = int(h), int(w)
     if h < 1 or w < 1:

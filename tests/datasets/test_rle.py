@@ -177,9 +177,9 @@ def test_golden_encodings():
 
 
 def test_golden_polygon():
-    # The square with corners (1, 1) and (3, 3): pixel centres sit at integers, and pycocotools
-    # counts a pixel inside when its centre column (x = 1, 2) crosses the boundary above it:
-    # columns 1 and 2, rows 1 and 2 -> 4 pixels (x = 3 is the right edge, outside).
+    # The square with corners (1, 1) and (3, 3): pixel (x, y) covers [x, x+1) x [y, y+1), so the
+    # pixel centres inside the square are x + .5, y + .5 in {1.5, 2.5}: columns 1 and 2, rows 1 and 2
+    # -> 4 pixels (pixel 3's centre 3.5 lies outside).
     m = rle_to_mask(polygons_to_rle([[1, 1, 3, 1, 3, 3, 1, 3]], 5, 5))
     expected = np.zeros((5, 5), bool)
     expected[1:3, 1:3] = True

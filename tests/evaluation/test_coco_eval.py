@@ -130,7 +130,7 @@ def pycoco_eval(pycocotools, gt, dets, iou_type):
 
 
 @pytest.mark.parametrize("iou_type", ["bbox", "segm"])
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(20))
 def test_equals_pycocotools_random(pycocotools, iou_type, seed):
     gt, dets = random_dataset(seed, iou_type, with_bbox_in_segm=seed % 2 == 0)
     ref = pycoco_eval(pycocotools, gt, dets, iou_type)
