@@ -1,4 +1,5 @@
-"""minimaskrcnn.nn.functional against torch autograd, finite differences and hand-worked cases.
+"""minimaskrcnn.nn.functional (all but the convolutions, see test_conv.py) against torch autograd,
+finite differences and hand-worked cases.
 
 Tolerances: float64 agrees with torch to 1e-10 (norm-wise relative error, see ``rel_error``) and
 float32 to 1e-5; gradient checks reach 1e-7 in float64.
@@ -15,6 +16,7 @@ from minimaskrcnn.nn import functional as F
 from minimaskrcnn.nn.gradcheck import check_backward, rel_error
 
 TOL = {np.float64: 1e-10, np.float32: 1e-5}
+DTYPES = st.sampled_from([np.float64, np.float32])
 
 
 def torch_forward_backward(torch, fn, arrays, dout):
@@ -34,295 +36,299 @@ def assert_close(ours, theirs, dtype, what=""):
     assert err <= TOL[dtype], f"{what}: relative error {err:.3e} > {TOL[dtype]:.0e}"
 
 
+def check_pair_against_torch(torch, forward, backward, torch_fn, arrays, dtype, seed=0):
+    """Our forward/backward pair against torch autograd on the same inputs and upstream gradient."""
+    out, cache = forward(*arrays)
+    dout = np.random.default_rng(seed).standard_normal(out.shape).astype(dtype)
+    t_out, t_grads = torch_forward_backward(torch, torch_fn, arrays, dout)
+    assert_close(out, t_out, dtype, "out")
+    grads = backward(dout, cache)
+    grads = grads if isinstance(grads, tuple) else (grads,)
+    for k, (g, tg) in enumerate(zip(grads, t_grads)):
+        if tg is None:
+            assert g is None
+        else:
+            assert_close(g, tg, dtype, f"grad {k}")
+
+
 # --------------------------------------------------------------------------------------------------
-# conv2d
+# linear
+# --------------------------------------------------------------------------------------------------
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 4), d_in=st.integers(1, 5), d_out=st.integers(1, 5), bias=st.booleans(), dtype=DTYPES)
+def test_linear_matches_torch(torch, n, d_in, d_out, bias, dtype):
+    rng = np.random.default_rng(n * 100 + d_in * 10 + d_out)
+    x = rng.standard_normal((n, d_in)).astype(dtype)
+    w = rng.standard_normal((d_out, d_in)).astype(dtype)
+    b = rng.standard_normal(d_out).astype(dtype) if bias else None
+    check_pair_against_torch(torch, F.linear_forward, F.linear_backward, torch.nn.functional.linear,
+                             [x, w, b], dtype)
+
+
+def test_linear_gradcheck_and_golden():
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal((3, 4)), rng.standard_normal((2, 4)), rng.standard_normal(2)
+    assert max(check_backward(F.linear_forward, F.linear_backward, x, w, b, verbose=False)) <= 1e-7
+    # x = [1, 2], w rows [1, 0] and [3, 4], b = [0.5, -1]: out = [1 + 0.5, 3 + 8 − 1] = [1.5, 10].
+    out, _ = F.linear_forward(np.array([[1.0, 2.0]]), np.array([[1.0, 0.0], [3.0, 4.0]]),
+                              np.array([0.5, -1.0]))
+    np.testing.assert_array_equal(out, [[1.5, 10.0]])
+
+
+def test_linear_bad_input():
+    x, w = np.zeros((2, 3)), np.zeros((4, 3))
+    with pytest.raises(ValueError, match="input features"):
+        F.linear_forward(x, np.zeros((4, 2)), None)
+    with pytest.raises(ValueError, match="x must be 2-D"):
+        F.linear_forward(np.zeros((2, 3, 1)), w, None)
+    with pytest.raises(TypeError, match="x must have dtype"):
+        F.linear_forward(np.zeros((2, 3), dtype=np.int64), w, None)
+    with pytest.raises(ValueError, match="b must have shape"):
+        F.linear_forward(x, w, np.zeros(3))
+    with pytest.raises(TypeError, match="b must have the same dtype"):
+        F.linear_forward(x, w, np.zeros(4, dtype=np.float32))
+
+
+# --------------------------------------------------------------------------------------------------
+# relu, flatten
+# --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_relu_matches_torch(torch, dtype):
+    x = np.random.default_rng(1).standard_normal((2, 3, 4, 5)).astype(dtype)
+    x[0, 0, 0, :3] = 0.0  # exactly zero: torch's gradient there is 0, and so is ours
+    check_pair_against_torch(torch, F.relu_forward, F.relu_backward, torch.relu, [x], dtype)
+
+
+def test_relu_gradcheck_and_golden():
+    x = np.random.default_rng(2).standard_normal((3, 7))
+    x[np.abs(x) < 0.05] = 0.5  # keep finite differences away from the kink
+    assert max(check_backward(F.relu_forward, F.relu_backward, x, verbose=False)) <= 1e-7
+    out, cache = F.relu_forward(np.array([-1.0, 0.0, 2.0]))
+    np.testing.assert_array_equal(out, [0.0, 0.0, 2.0])
+    np.testing.assert_array_equal(F.relu_backward(np.array([5.0, 5.0, 5.0]), cache), [0.0, 0.0, 5.0])
+    with pytest.raises(TypeError, match="x must have dtype"):
+        F.relu_forward(np.array([1, 2]))
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (1, 3, 4, 5), (2, 1, 1, 1)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_flatten_matches_torch(torch, shape, dtype):
+    x = np.random.default_rng(3).standard_normal(shape).astype(dtype)
+    check_pair_against_torch(torch, F.flatten_forward, F.flatten_backward, lambda t: torch.flatten(t, 1),
+                             [x], dtype)
+    with pytest.raises(ValueError, match="at least 2 dimensions"):
+        F.flatten_forward(np.zeros(3))
+
+
+# --------------------------------------------------------------------------------------------------
+# max_pool2d
 # --------------------------------------------------------------------------------------------------
 
 @st.composite
-def conv_cases(draw, max_size=7):
-    """A valid conv2d configuration: (x shape, w shape, stride, padding, dilation, bias?)."""
-    n = draw(st.integers(1, 2))
-    c_in, c_out = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    stride = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
-    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
-    # input at least as large as the dilated kernel after padding
-    h = draw(st.integers(max(1, dilation[0] * (kh - 1) + 1 - 2 * padding[0]), max_size))
-    w = draw(st.integers(max(1, dilation[1] * (kw - 1) + 1 - 2 * padding[1]), max_size))
-    return (n, c_in, h, w), (c_out, c_in, kh, kw), stride, padding, dilation, draw(st.booleans())
+def pool_cases(draw):
+    k = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    stride = draw(st.one_of(st.none(), st.integers(1, 4)))
+    padding = (draw(st.integers(0, k[0] // 2)), draw(st.integers(0, k[1] // 2)))
+    h = draw(st.integers(max(1, k[0] - 2 * padding[0]), 7))
+    w = draw(st.integers(max(1, k[1] - 2 * padding[1]), 7))
+    return (draw(st.integers(1, 2)), draw(st.integers(1, 3)), h, w), k, stride, padding
 
 
-# Named edge cases the acceptance criteria ask for (hypothesis explores around them too).
-CONV_EDGE_CASES = {
-    "batch1_pad1": ((1, 2, 5, 5), (3, 2, 3, 3), 1, 1, 1, True),
-    "1x1_spatial_1x1_kernel": ((2, 3, 1, 1), (2, 3, 1, 1), 1, 0, 1, True),
-    "1x1_spatial_3x3_kernel_pad1": ((1, 2, 1, 1), (2, 2, 3, 3), 1, 1, 1, False),
-    "stride_larger_than_kernel": ((2, 2, 7, 8), (3, 2, 2, 2), 3, 0, 1, True),
-    "pointwise_stride2": ((2, 3, 7, 6), (4, 3, 1, 1), 2, 0, 1, True),
-    "dilation2_odd_sizes": ((1, 2, 9, 7), (2, 2, 3, 3), 1, 2, 2, True),
-    "rect_everything": ((2, 2, 7, 9), (3, 2, 3, 2), (2, 1), (1, 2), (2, 1), True),
-    "kernel_equals_padded_input": ((1, 1, 3, 3), (1, 1, 5, 5), 1, 1, 1, True),
-}
-
-
-def _conv_inputs(rng, x_shape, w_shape, bias, dtype):
-    x = rng.standard_normal(x_shape).astype(dtype)
-    w = rng.standard_normal(w_shape).astype(dtype)
-    b = rng.standard_normal(w_shape[0]).astype(dtype) if bias else None
-    return x, w, b
-
-
-def _check_conv_against_torch(torch, case, dtype, seed=0):
-    x_shape, w_shape, stride, padding, dilation, bias = case
-    rng = np.random.default_rng(seed)
-    x, w, b = _conv_inputs(rng, x_shape, w_shape, bias, dtype)
-    out, _ = F.conv2d_forward(x, w, b, stride, padding, dilation)
-    dout = rng.standard_normal(out.shape).astype(dtype)
-    t_out, t_grads = torch_forward_backward(
-        torch, lambda x_, w_, b_: torch.nn.functional.conv2d(x_, w_, b_, stride, padding, dilation),
-        [x, w, b], dout)
-    results = {}
-    for method in F.CONV_METHODS:
-        out, cache = F.conv2d_forward(x, w, b, stride, padding, dilation, method=method)
-        grads = F.conv2d_backward(dout, cache)
-        assert_close(out, t_out, dtype, f"{method} out")
-        for name, g, tg in zip(("dx", "dw", "db"), grads, t_grads):
-            if tg is None:
-                assert g is None
-            else:
-                assert_close(g, tg, dtype, f"{method} {name}")
-        results[method] = (out,) + tuple(g for g in grads if g is not None)
-    # the methods agree with each other (not only each with torch)
-    for a, b_ in zip(results["im2col"], results["naive"]):
-        assert rel_error(a, b_) <= TOL[dtype]
-
-
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("name", sorted(CONV_EDGE_CASES))
-def test_conv2d_edge_cases_match_torch(torch, name, dtype):
-    _check_conv_against_torch(torch, CONV_EDGE_CASES[name], dtype)
-
-
-@settings(max_examples=30, deadline=None)
-@given(case=conv_cases(), dtype=st.sampled_from([np.float64, np.float32]))
-def test_conv2d_random_shapes_match_torch(torch, case, dtype):
-    _check_conv_against_torch(torch, case, dtype)
-
-
-@settings(max_examples=12, deadline=None)
-@given(case=conv_cases(max_size=5))
-def test_conv2d_gradcheck(case):
-    x_shape, w_shape, stride, padding, dilation, bias = case
-    x, w, b = _conv_inputs(np.random.default_rng(1), x_shape, w_shape, bias, np.float64)
-    inputs = (x, w, b) if bias else (x, w)
-
-    def forward(x_, w_, b_=None):
-        return F.conv2d_forward(x_, w_, b_, stride, padding, dilation)
-
-    errors = check_backward(forward, F.conv2d_backward, *inputs, verbose=False)
-    assert len(errors) == len(inputs) and max(errors) <= 1e-7
-
-
-@pytest.mark.parametrize("name", ["pointwise_stride2", "dilation2_odd_sizes"])
-def test_conv2d_naive_gradcheck(name):
-    x_shape, w_shape, stride, padding, dilation, _ = CONV_EDGE_CASES[name]
-    x, w, b = _conv_inputs(np.random.default_rng(2), x_shape, w_shape, True, np.float64)
-
-    def forward(x_, w_, b_):
-        return F.conv2d_forward(x_, w_, b_, stride, padding, dilation, method="naive")
-
-    assert max(check_backward(forward, F.conv2d_backward, x, w, b, verbose=False)) <= 1e-7
-
-
-def test_conv2d_golden():
-    # 3×3 image 1..9, a 2×2 kernel of ones, bias 0.5: every output is the sum of a 2×2 window + 0.5:
-    # top-left 1+2+4+5 = 12, top-right 2+3+5+6 = 16, bottom-left 4+5+7+8 = 24, bottom-right 28.
-    x = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
-    out, cache = F.conv2d_forward(x, np.ones((1, 1, 2, 2)), np.array([0.5]))
-    np.testing.assert_array_equal(out, [[[[12.5, 16.5], [24.5, 28.5]]]])
-    # dout = 1 everywhere: pixel (i, j) is in as many windows as it has: corners 1, edges 2, centre 4;
-    # dw = sum of each kernel tap's 4 pixels: 12, 16, 24, 28 (the forward sums again); db = 4 outputs.
-    dx, dw, db = F.conv2d_backward(np.ones((1, 1, 2, 2)), cache)
-    np.testing.assert_array_equal(dx, [[[[1, 2, 1], [2, 4, 2], [1, 2, 1]]]])
-    np.testing.assert_array_equal(dw, [[[[12, 16], [24, 28]]]])
-    np.testing.assert_array_equal(db, [4.0])
-    # padding 1 with stride 2 on the same image: windows at rows/cols -1 and 1 → output 2×2;
-    # the top-left window sees only pixel 1 (rest zero padding): 1; top-right sees 2+3 = 5;
-    # bottom-left 4+7 = 11; bottom-right 5+6+8+9 = 28.
-    out, _ = F.conv2d_forward(x, np.ones((1, 1, 2, 2)), None, stride=2, padding=1)
-    np.testing.assert_array_equal(out, [[[[1, 5], [11, 28]]]])
-
-
-def test_conv2d_cache_survives_other_calls():
-    # The im2col path reuses scratch buffers: a layer's backward must not see another layer's data.
-    rng = np.random.default_rng(3)
-    x1, w1, b1 = _conv_inputs(rng, (2, 3, 6, 6), (4, 3, 3, 3), True, np.float64)
-    x2, w2, b2 = _conv_inputs(rng, (1, 4, 9, 9), (2, 4, 3, 3), True, np.float64)
-    out1, cache1 = F.conv2d_forward(x1, w1, b1, 1, 1)
-    ref1 = F.conv2d_backward(np.ones_like(out1), F.conv2d_forward(x1, w1, b1, 1, 1, method="naive")[1])
-    out2, cache2 = F.conv2d_forward(x2, w2, b2, 2, 1)
-    F.conv2d_backward(np.ones_like(out2), cache2)
-    for g, r in zip(F.conv2d_backward(np.ones_like(out1), cache1), ref1):
-        assert rel_error(g, r) <= 1e-12
-    F.clear_workspace()
-    for g, r in zip(F.conv2d_backward(np.ones_like(out1), cache1), ref1):
-        assert rel_error(g, r) <= 1e-12
-
-
-def test_conv2d_non_contiguous_input():
+@settings(max_examples=40, deadline=None)
+@given(case=pool_cases(), dtype=DTYPES, ties=st.booleans())
+def test_max_pool2d_matches_torch(torch, case, dtype, ties):
+    shape, k, stride, padding = case
     rng = np.random.default_rng(4)
-    x = rng.standard_normal((5, 5, 3, 2)).transpose(3, 2, 0, 1)  # (2, 3, 5, 5), a strided view
-    w = rng.standard_normal((2, 3, 3, 3))
-    out, cache = F.conv2d_forward(x, w, None, 1, 1)
-    ref, ref_cache = F.conv2d_forward(np.ascontiguousarray(x), w, None, 1, 1, method="naive")
-    assert rel_error(out, ref) <= 1e-12
-    dout = rng.standard_normal(out.shape).transpose(0, 1, 3, 2).copy().transpose(0, 1, 3, 2)
-    for g, r in zip(F.conv2d_backward(dout, cache), F.conv2d_backward(dout, ref_cache)):
-        if r is not None:
-            assert rel_error(g, r) <= 1e-12
+    # with ties: small integers, so windows often hold several equal maxima; torch's gradient
+    # goes to the first one in row-major window order, and so must ours.
+    x = (rng.integers(-2, 3, shape) if ties else rng.standard_normal(shape)).astype(dtype)
+
+    def ours(x_):
+        return F.max_pool2d_forward(x_, k, stride, padding)
+
+    check_pair_against_torch(torch, ours, F.max_pool2d_backward,
+                             lambda t: torch.nn.functional.max_pool2d(t, k, stride, padding), [x], dtype)
 
 
-@pytest.mark.parametrize(
-    "kwargs, exc, match",
-    [
-        (dict(x=np.zeros((3, 5, 5))), ValueError, "x must be 4-D"),
-        (dict(w=np.zeros((2, 3, 3))), ValueError, "w must be 4-D"),
-        (dict(w=np.zeros((2, 4, 3, 3))), ValueError, "input channels"),
-        (dict(b=np.zeros(3)), ValueError, "b must have shape"),
-        (dict(padding=-1), ValueError, "padding must be >= 0"),
-        (dict(stride=0), ValueError, "stride must be >= 1"),
-        (dict(dilation=(1, 0)), ValueError, "dilation must be >= 1"),
-        (dict(stride=(1, 2, 3)), ValueError, "stride must be an int or a pair"),
-        (dict(w=np.zeros((2, 3, 7, 3))), ValueError, "kernel height.*larger than the padded input"),
-        (dict(w=np.zeros((2, 3, 3, 3)), dilation=3), ValueError, "kernel height .dilated: 7. is larger"),
-        (dict(x=np.zeros((1, 3, 5, 5), dtype=np.int64)), TypeError, "x must have dtype float32 or float64"),
-        (dict(w=np.zeros((2, 3, 3, 3), dtype=np.int32)), TypeError, "w must have dtype"),
-        (dict(w=np.zeros((2, 3, 3, 3), dtype=np.float32)), TypeError, "w must have the same dtype as x"),
-        (dict(x=[[[[1.0]]]]), TypeError, "x must be a numpy.ndarray"),
-        (dict(method="fft"), ValueError, "method must be one of"),
-    ],
-)
-def test_conv2d_bad_input(kwargs, exc, match):
-    args = dict(x=np.zeros((1, 3, 5, 5)), w=np.zeros((2, 3, 3, 3)), b=np.zeros(2), stride=1, padding=0,
-                dilation=1, method="im2col")
-    args.update(kwargs)
-    with pytest.raises(exc, match=match):
-        F.conv2d_forward(args.pop("x"), args.pop("w"), args.pop("b"), **args)
+def test_max_pool2d_golden():
+    # All values negative and padding 1: the padding must act as −inf, not 0, so every output is
+    # a real input value. 2×2 input, kernel 2, stride 1, padding 1 → 3×3 outputs; each window
+    # holds the pixels it overlaps, e.g. the corner window only x[0, 0] = −4.
+    x = np.array([[[[-4.0, -3.0], [-2.0, -1.0]]]])
+    out, cache = F.max_pool2d_forward(x, 2, 1, 1)
+    np.testing.assert_array_equal(out, [[[[-4, -3, -3], [-2, -1, -1], [-2, -1, -1]]]])
+    # x[1, 1] = −1 wins four windows, so it collects four gradients of 1; −3 and −2 two each.
+    dx = F.max_pool2d_backward(np.ones((1, 1, 3, 3)), cache)
+    np.testing.assert_array_equal(dx, [[[[1, 2], [2, 4]]]])
+    # ties: a window of four equal values sends its gradient to the first (top-left) one
+    out, cache = F.max_pool2d_forward(np.ones((1, 1, 2, 2)), 2)
+    np.testing.assert_array_equal(F.max_pool2d_backward(np.full((1, 1, 1, 1), 7.0), cache),
+                                  [[[[7, 0], [0, 0]]]])
 
 
-def test_conv2d_backward_bad_dout():
-    out, cache = F.conv2d_forward(np.zeros((1, 3, 5, 5)), np.zeros((2, 3, 3, 3)), None)
-    with pytest.raises(ValueError, match="dout must have shape"):
-        F.conv2d_backward(np.zeros((1, 2, 5, 5)), cache)
-    with pytest.raises(TypeError, match="dout must have the same dtype"):
-        F.conv2d_backward(out.astype(np.float32), cache)
+def test_max_pool2d_gradcheck():
+    x = np.random.default_rng(5).standard_normal((2, 2, 5, 6))
+    errors = check_backward(lambda x_: F.max_pool2d_forward(x_, 3, 2, 1), F.max_pool2d_backward, x,
+                            verbose=False)
+    assert errors[0] <= 1e-7
+
+
+def test_max_pool2d_bad_input():
+    x = np.zeros((1, 1, 4, 4))
+    with pytest.raises(ValueError, match="at most half of kernel_size"):
+        F.max_pool2d_forward(x, 2, 1, 2)
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        F.max_pool2d_forward(x, 5)
+    with pytest.raises(ValueError, match="padding must be >= 0"):
+        F.max_pool2d_forward(x, 2, 1, -1)
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        F.max_pool2d_forward(x, 2, 0)
+    with pytest.raises(ValueError, match="x must be 4-D"):
+        F.max_pool2d_forward(np.zeros((4, 4)), 2)
+    with pytest.raises(TypeError, match="x must have dtype"):
+        F.max_pool2d_forward(x.astype(np.uint8), 2)
 
 
 # --------------------------------------------------------------------------------------------------
-# conv_transpose2d
+# group_norm, frozen_batch_norm
 # --------------------------------------------------------------------------------------------------
-
-@st.composite
-def conv_transpose_cases(draw):
-    n = draw(st.integers(1, 2))
-    c_in, c_out = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
-    # output (H − 1)·s − 2p + k must be >= 1
-    h = draw(st.integers(max(1, -(-(2 * padding[0] + 1 - kh) // stride[0]) + 1), 5))
-    w = draw(st.integers(max(1, -(-(2 * padding[1] + 1 - kw) // stride[1]) + 1), 5))
-    return (n, c_in, h, w), (c_in, c_out, kh, kw), stride, padding, draw(st.booleans())
-
-
-CONV_T_EDGE_CASES = {
-    "mask_head_2x2_stride2": ((2, 3, 4, 5), (3, 2, 2, 2), 2, 0, True),
-    "general_k3_s2_pad1": ((1, 2, 5, 4), (2, 3, 3, 3), 2, 1, True),
-    "stride_larger_than_kernel": ((2, 2, 3, 3), (2, 2, 2, 2), 3, 0, False),
-    "1x1_spatial": ((1, 2, 1, 1), (2, 3, 3, 3), 1, 0, True),
-    "rect": ((1, 2, 3, 4), (2, 2, 3, 2), (2, 1), (1, 0), True),
-    "1x1_kernel_stride1": ((2, 3, 4, 4), (3, 2, 1, 1), 1, 0, True),
-}
-
-
-def _check_conv_t_against_torch(torch, case, dtype, seed=0):
-    x_shape, w_shape, stride, padding, bias = case
-    rng = np.random.default_rng(seed)
-    x, w, b = _conv_inputs(rng, x_shape, (w_shape[1],) + w_shape[:1] + w_shape[2:], bias, dtype)
-    w = np.ascontiguousarray(w.transpose(1, 0, 2, 3))  # (C_in, C_out, kH, kW)
-    out, _ = F.conv_transpose2d_forward(x, w, b, stride, padding)
-    dout = rng.standard_normal(out.shape).astype(dtype)
-    t_out, t_grads = torch_forward_backward(
-        torch, lambda x_, w_, b_: torch.nn.functional.conv_transpose2d(x_, w_, b_, stride, padding),
-        [x, w, b], dout)
-    results = {}
-    for method in F.CONV_METHODS:
-        out, cache = F.conv_transpose2d_forward(x, w, b, stride, padding, method=method)
-        grads = F.conv_transpose2d_backward(dout, cache)
-        assert_close(out, t_out, dtype, f"{method} out")
-        for name, g, tg in zip(("dx", "dw", "db"), grads, t_grads):
-            if tg is None:
-                assert g is None
-            else:
-                assert_close(g, tg, dtype, f"{method} {name}")
-        results[method] = (out,) + tuple(g for g in grads if g is not None)
-    for a, b_ in zip(results["im2col"], results["naive"]):
-        assert rel_error(a, b_) <= TOL[dtype]
-
-
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("name", sorted(CONV_T_EDGE_CASES))
-def test_conv_transpose2d_edge_cases_match_torch(torch, name, dtype):
-    _check_conv_t_against_torch(torch, CONV_T_EDGE_CASES[name], dtype)
-
 
 @settings(max_examples=30, deadline=None)
-@given(case=conv_transpose_cases(), dtype=st.sampled_from([np.float64, np.float32]))
-def test_conv_transpose2d_random_shapes_match_torch(torch, case, dtype):
-    _check_conv_t_against_torch(torch, case, dtype)
+@given(n=st.integers(1, 3), groups=st.integers(1, 3), per_group=st.integers(1, 3),
+       spatial=st.sampled_from([(), (1,), (1, 1), (3, 2), (2, 3, 2)]), affine=st.booleans(), dtype=DTYPES)
+def test_group_norm_matches_torch(torch, n, groups, per_group, spatial, affine, dtype):
+    c = groups * per_group
+    if np.prod(spatial) * per_group < 3:
+        # A group of 1 element has zero variance; in a group of 2 the normalised values are ±1
+        # whatever x is, so the true dx is ~eps-sized cancellation noise: both ill-posed comparisons.
+        spatial = spatial + (3,)
+    rng = np.random.default_rng(6)
+    x = (rng.standard_normal((n, c) + spatial) * 3 + 1).astype(dtype)
+    gamma = rng.standard_normal(c).astype(dtype) if affine else None
+    beta = rng.standard_normal(c).astype(dtype) if affine else None
+
+    def ours(x_, g_, b_):
+        return F.group_norm_forward(x_, groups, g_, b_, eps=1e-5)
+
+    check_pair_against_torch(torch, ours, F.group_norm_backward,
+                             lambda x_, g_, b_: torch.nn.functional.group_norm(x_, groups, g_, b_, 1e-5),
+                             [x, gamma, beta], dtype)
 
 
-@settings(max_examples=10, deadline=None)
-@given(case=conv_transpose_cases())
-def test_conv_transpose2d_gradcheck(case):
-    x_shape, w_shape, stride, padding, _ = case
-    rng = np.random.default_rng(5)
-    x, w, b = (rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[1]))
-
-    def forward(x_, w_, b_):
-        return F.conv_transpose2d_forward(x_, w_, b_, stride, padding)
-
-    errors = check_backward(forward, F.conv_transpose2d_backward, x, w, b, verbose=False)
+def test_group_norm_gradcheck():
+    rng = np.random.default_rng(7)
+    x, gamma, beta = rng.standard_normal((2, 6, 3, 4)), rng.standard_normal(6), rng.standard_normal(6)
+    errors = check_backward(lambda *a: F.group_norm_forward(a[0], 3, a[1], a[2]), F.group_norm_backward,
+                            x, gamma, beta, verbose=False)
     assert len(errors) == 3 and max(errors) <= 1e-7
 
 
-def test_conv_transpose2d_golden():
-    # x = [[1, 2]] (1×2), kernel 2×2 [[1, 10], [100, 1000]], stride 2: each pixel stamps its own
-    # 2×2 block: [[1, 10, 2, 20], [100, 1000, 200, 2000]]. With stride 1 the stamps overlap in
-    # column 1: 10·1 + 1·2 = 12 on top, 1000·1 + 100·2 = 1200 below.
-    x = np.array([[[[1.0, 2.0]]]])
-    w = np.array([[[[1.0, 10.0], [100.0, 1000.0]]]])
-    out, _ = F.conv_transpose2d_forward(x, w, None, stride=2)
-    np.testing.assert_array_equal(out, [[[[1, 10, 2, 20], [100, 1000, 200, 2000]]]])
-    out, _ = F.conv_transpose2d_forward(x, w, None, stride=1)
-    np.testing.assert_array_equal(out, [[[[1, 12, 20], [100, 1200, 2000]]]])
-    # padding (0, 1) crops one column on each side of the stride-2 result: the middle two remain.
-    out, _ = F.conv_transpose2d_forward(x, w, None, stride=2, padding=(0, 1))
-    np.testing.assert_array_equal(out, [[[[10, 2], [1000, 200]]]])
+def test_group_norm_golden():
+    # One group of the four values 1, 2, 3, 4: mean 2.5, biased variance (2.25 + .25 + .25 + 2.25)/4
+    # = 1.25; with eps = 0 the normalised values are (v − 2.5)/sqrt(1.25); gamma 2 and beta 1 then
+    # give 1 + 2·(v − 2.5)/sqrt(1.25).
+    x = np.array([[[1.0, 2.0], [3.0, 4.0]]])  # (N=1, C=2, L=2)
+    out, _ = F.group_norm_forward(x, 1, np.array([2.0, 2.0]), np.array([1.0, 1.0]), eps=0.0)
+    np.testing.assert_allclose(out, 1 + 2 * (x - 2.5) / np.sqrt(1.25), rtol=0, atol=1e-15)
 
 
-def test_conv_transpose2d_bad_input():
-    x, w = np.zeros((1, 3, 4, 4)), np.zeros((3, 2, 2, 2))
-    with pytest.raises(ValueError, match="input channels"):
-        F.conv_transpose2d_forward(x, np.zeros((2, 3, 2, 2)), None)
-    with pytest.raises(ValueError, match="padding must be >= 0"):
-        F.conv_transpose2d_forward(x, w, None, padding=-1)
-    with pytest.raises(ValueError, match="crops the whole output"):
-        F.conv_transpose2d_forward(np.zeros((1, 3, 1, 1)), w, None, padding=1)
+def test_group_norm_bad_input():
+    x = np.zeros((2, 6, 3))
+    with pytest.raises(ValueError, match="num_groups must be a positive int dividing the 6 channels"):
+        F.group_norm_forward(x, 4, None, None)
+    with pytest.raises(ValueError, match="gamma must have shape"):
+        F.group_norm_forward(x, 3, np.ones(3), None)
+    with pytest.raises(TypeError, match="beta must have the same dtype"):
+        F.group_norm_forward(x, 3, np.ones(6), np.zeros(6, np.float32))
     with pytest.raises(TypeError, match="x must have dtype"):
-        F.conv_transpose2d_forward(x.astype(np.int16), w, None)
+        F.group_norm_forward(x.astype(np.int32), 3, None, None)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_frozen_batch_norm_matches_torchvision(torch, torchvision, dtype):
+    rng = np.random.default_rng(8)
+    c = 5
+    x = rng.standard_normal((2, c, 3, 4)).astype(dtype)
+    weight, bias, mean = (rng.standard_normal(c).astype(dtype) for _ in range(3))
+    var = rng.uniform(0.1, 2.0, c).astype(dtype)
+    module = torchvision.ops.misc.FrozenBatchNorm2d(c, eps=1e-5).to(torch.float64 if dtype == np.float64
+                                                                     else torch.float32)
+    for name, value in (("weight", weight), ("bias", bias), ("running_mean", mean), ("running_var", var)):
+        getattr(module, name).copy_(torch.tensor(value))
+
+    def ours(x_):
+        return F.frozen_batch_norm_forward(x_, weight, bias, mean, var, eps=1e-5)
+
+    check_pair_against_torch(torch, ours, F.frozen_batch_norm_backward, module, [x], dtype)
+    errors = check_backward(lambda x_: F.frozen_batch_norm_forward(x_, *(a.astype(np.float64) for a in
+                                                                         (weight, bias, mean, var))),
+                            F.frozen_batch_norm_backward, x.astype(np.float64), verbose=False)
+    assert errors[0] <= 1e-7
+
+
+def test_frozen_batch_norm_golden_and_bad_input():
+    # weight 2, running var 3 (eps 1 to keep the numbers round): scale = 2/sqrt(4) = 1;
+    # running mean 5, bias 0.5: shift = 0.5 − 5·1 = −4.5, so x = 10 maps to 5.5.
+    one = np.ones(1)
+    out, cache = F.frozen_batch_norm_forward(np.full((1, 1, 1, 1), 10.0), 2 * one, 0.5 * one, 5 * one,
+                                             3 * one, eps=1.0)
+    np.testing.assert_array_equal(out, [[[[5.5]]]])
+    dx = F.frozen_batch_norm_backward(np.full((1, 1, 1, 1), 3.0), cache)
+    np.testing.assert_array_equal(dx, [[[[3.0]]]])
+    with pytest.raises(ValueError, match="running_var must have shape"):
+        F.frozen_batch_norm_forward(np.zeros((1, 2, 1, 1)), np.ones(2), np.ones(2), np.ones(2), np.ones(3))
     with pytest.raises(ValueError, match="x must be 4-D"):
-        F.conv_transpose2d_forward(np.zeros((3, 4, 4)), w, None)
-    with pytest.raises(ValueError, match="b must have shape"):
-        F.conv_transpose2d_forward(x, w, np.zeros(3))
+        F.frozen_batch_norm_forward(np.zeros((2, 1, 1)), one, one, one, one)
+
+
+# --------------------------------------------------------------------------------------------------
+# upsample_nearest2d
+# --------------------------------------------------------------------------------------------------
+
+def test_nearest_source_index_golden():
+    # 3 → 7: scale 3/7 = 0.42857; dst·scale = 0, .43, .86, 1.29, 1.71, 2.14, 2.57 → floor.
+    np.testing.assert_array_equal(F.nearest_source_index(3, 7), [0, 0, 0, 1, 1, 2, 2])
+    # 4 → 2 (downsampling): scale 2, every other row.
+    np.testing.assert_array_equal(F.nearest_source_index(4, 2), [0, 2])
+    # 5 → 10 (exactly twice): dst // 2.
+    np.testing.assert_array_equal(F.nearest_source_index(5, 10), np.arange(10) // 2)
+
+
+def test_nearest_source_index_matches_torch_exhaustively(torch):
+    # Every (in, out) pair up to 64 plus FPN-like sizes: torch's float32 index arithmetic included.
+    sizes = [(i, o) for i in range(1, 65) for o in range(1, 65)]
+    sizes += [(25, 50), (13, 25), (100, 199), (199, 100), (17, 67), (63, 250), (334, 667), (1000, 1333)]
+    for in_size, out_size in sizes:
+        probe = torch.arange(in_size, dtype=torch.float64).reshape(1, 1, 1, in_size)
+        want = torch.nn.functional.interpolate(probe, size=(1, out_size), mode="nearest")
+        np.testing.assert_array_equal(F.nearest_source_index(in_size, out_size), want.numpy().ravel(),
+                                      err_msg=f"{in_size} -> {out_size}")
+
+
+@settings(max_examples=30, deadline=None)
+@given(h=st.integers(1, 7), w=st.integers(1, 7), out_h=st.integers(1, 15), out_w=st.integers(1, 15),
+       dtype=DTYPES)
+def test_upsample_nearest2d_matches_torch(torch, h, w, out_h, out_w, dtype):
+    x = np.random.default_rng(9).standard_normal((2, 3, h, w)).astype(dtype)
+
+    def ours(x_):
+        return F.upsample_nearest2d_forward(x_, (out_h, out_w))
+
+    check_pair_against_torch(
+        torch, ours, F.upsample_nearest2d_backward,
+        lambda t: torch.nn.functional.interpolate(t, size=(out_h, out_w), mode="nearest"), [x], dtype)
+
+
+def test_upsample_nearest2d_gradcheck_and_bad_input():
+    x = np.random.default_rng(10).standard_normal((1, 2, 3, 5))
+    errors = check_backward(lambda x_: F.upsample_nearest2d_forward(x_, (7, 4)),
+                            F.upsample_nearest2d_backward, x, verbose=False)
+    assert errors[0] <= 1e-7
+    with pytest.raises(ValueError, match="size must be >= 1"):
+        F.upsample_nearest2d_forward(x, (0, 4))
+    with pytest.raises(TypeError, match="size must be an int or a pair"):
+        F.upsample_nearest2d_forward(x, None)
+    with pytest.raises(ValueError, match="x must be 4-D"):
+        F.upsample_nearest2d_forward(x[0], (2, 2))
