@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
+import secrets
 import zipfile
 
 import numpy as np
@@ -85,9 +85,12 @@ def save_checkpoint(path, state: dict, metadata: dict | None = None) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"cannot save checkpoint: folder {folder!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    # (Not tempfile.mkstemp: its files are private (0600) and would stay so after the rename; "xb"
+    # creates a fresh file with the usual permissions and never overwrites an existing one.)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    f = open(tmp, "xb")  # outside the try: if creating it fails there is nothing to remove
     try:
-        with os.fdopen(fd, "wb") as f:
+        with f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())

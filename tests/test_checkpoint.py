@@ -208,3 +208,26 @@ def test_training_state_resumes_exactly(tmp_path):
     train(params2, opt2, restore_rng(meta["rng"]), 7 - meta["step"])
     for a, b in zip(reference, params2):
         np.testing.assert_array_equal(a, b.data)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_saved_file_has_ordinary_permissions(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    save_checkpoint(tmp_path / "p.npz", {"w": np.zeros(2)})
+    assert (tmp_path / "p.npz").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_module_state_round_trip(tmp_path):
+    from minimaskrcnn.nn.layers import Conv2d, FrozenBatchNorm2d, Sequential
+
+    def make(seed):
+        return Sequential(Conv2d(3, 4, 3, rng=np.random.default_rng(seed)), FrozenBatchNorm2d(4))
+
+    a, b = make(0), make(1)
+    a[1].running_var[:] = 2.0
+    save_checkpoint(tmp_path / "m.npz", a.state_dict(), {"step": 3})
+    state, _ = load_checkpoint(tmp_path / "m.npz")
+    b.load_state_dict(state)
+    x = np.random.default_rng(2).standard_normal((1, 3, 5, 5)).astype(np.float32)
+    np.testing.assert_array_equal(a(x), b(x))
