@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_CLASSES",
     "TEXTURE_NAMES",
     "ShapesDataset",
+    "shape_extent",
     "shape_window",
     "shape_mask",
     "texture_pattern",
@@ -273,7 +274,9 @@ class ShapesDataset:
     - ``num_instances``: (lo, hi) inclusive range of the number of objects attempted per image.
       Without occlusion a crowded image may hold fewer than drawn when no free place is found after
       ``max_tries`` positions; there is always at least one.
-    - ``min_size``, ``max_size``: object width in pixels (diameter, side) drawn uniformly.
+    - ``min_size``, ``max_size``: object width in pixels (diameter, side) drawn uniformly. The
+      defaults 16–48 give areas from ~100 to ~2300 px², so both COCO's "small" (< 32²) and "medium"
+      ranges are populated at 128×128, and they sit inside the shapes preset's anchors (8–64 px).
     - ``min_visible_area``: see occlusion (pixels).
     """
 
