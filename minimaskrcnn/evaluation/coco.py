@@ -455,8 +455,11 @@ def voc_ap(recall, precision, method: str = "11point") -> float:
         i = np.flatnonzero(mrec[1:] != mrec[:-1])
         return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
     if method == "101point":
-        env = np.maximum.accumulate(prec[::-1])[::-1] if prec.size else prec
-        idx = np.searchsorted(rec, RECALL_THRESHOLDS, side="left")
-        q = np.where(idx < rec.size, env[np.minimum(idx, max(rec.size - 1, 0))] if rec.size else 0.0, 0.0)
+        q = np.zeros(RECALL_THRESHOLDS.size)  # recall levels never reached count 0
+        if rec.size:
+            env = np.maximum.accumulate(prec[::-1])[::-1]  # upper envelope from the right
+            idx = np.searchsorted(rec, RECALL_THRESHOLDS, side="left")  # first rank with recall >= r
+            ok = idx < rec.size
+            q[ok] = env[idx[ok]]
         return float(np.mean(q))
     raise ValueError(f"method must be '11point', 'all' or '101point', got {method!r}")

@@ -403,3 +403,9 @@ def test_500_images_segm(pycocotools):
     print(f"\n500 images, 1500 GTs, 3000 detections, segm: coco_evaluate {elapsed:.2f} s, "
           f"pycocotools {ref_elapsed:.2f} s")
     np.testing.assert_allclose(ours["stats"], ref.stats, rtol=0, atol=1e-12)
+
+
+def test_voc_ap_edge_cases():
+    for method in ("11point", "all", "101point"):
+        assert voc_ap([], [], method) == 0.0  # no detection: AP 0
+        assert voc_ap([1.0], [1.0], method) == pytest.approx(1.0, abs=1e-15)  # one GT, found first
