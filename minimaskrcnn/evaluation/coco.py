@@ -289,9 +289,15 @@ def coco_evaluate(coco_gt: dict, detections: list, iou_type: str = "bbox", max_d
     ``iou_thresholds`` (T,), ``recall_thresholds`` (R,), ``area_ranges`` (A names), ``max_dets``.
     Entries without GT are -1. A is (all, small, medium, large); M follows max_dets.
 
-    Unlike pycocotools, the stats named AP, APs..ARl use max_dets[2] even when it is not 100 (COCOeval
-    looks up 100 literally and reports -1), an empty detection list is allowed (all zeros), and
-    detections with an unknown category raise instead of being dropped.
+    Unlike pycocotools: stats[0] (AP) uses max_dets[2] even when it is not 100 (COCOeval looks up 100
+    literally and reports -1); an empty detection list is allowed (AP 0 where there are GTs);
+    detections with an unknown category raise instead of being dropped silently.
+
+    Example::
+
+        out = coco_evaluate(coco_gt, results, iou_type="segm")
+        out["AP"], out["AP50"], out["per_category_ap"][1]
+        pr_curve = out["precision"][0, :, k, 0, -1]  # IoU .5, category k, all areas, 100 dets
     """
     if iou_type not in ("bbox", "segm"):
         raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
