@@ -59,6 +59,11 @@ __all__ = [
 ]
 
 
+# A bbox may overshoot the image by this much (pixels): annotation tools let vertices land a little
+# past the border, and pycocotools does not mind; anything further out is an error.
+_BBOX_SLACK = 1.0
+
+
 class CocoFormatError(ValueError):
     """A COCO JSON file or dict that does not follow the format; the message says where and what."""
 
@@ -149,7 +154,7 @@ def validate_coco(data, source: str = "COCO data") -> None:
     Checks, in order: the three top-level lists; images (unique integer ``id``, ``file_name``
     string, positive integer ``height``/``width``); categories (unique integer ``id``, ``name``);
     annotations: unique integer ``id``; ``image_id`` and ``category_id`` that exist; ``bbox`` of
-    four finite numbers with non-negative width/height inside the image (1e-3 px slack);
+    four finite numbers with non-negative width/height inside the image (1 px slack);
     ``segmentation`` polygons (≥ 3 finite points) or an RLE whose size equals the image size and
     whose runs add up; ``iscrowd`` 0/1 and ``area`` finite ≥ 0 when present. ``source`` (e.g. the
     file name) starts every message.
@@ -196,7 +201,7 @@ def validate_coco(data, source: str = "COCO data") -> None:
         x, y, bw, bh = bbox
         if bw < 0 or bh < 0:
             _fail(source, where, "bbox", f"width and height must be >= 0, got {bbox}")
-        slack = 1e-3
+        slack = _BBOX_SLACK
         if x < -slack or y < -slack or x + bw > image["width"] + slack or y + bh > image["height"] + slack:
             _fail(source, where, "bbox",
                   f"{bbox} reaches outside the {image['width']}x{image['height']} image id={image['id']}")
@@ -406,16 +411,21 @@ class CocoFolderDataset:
     ``*.json`` (labelme-to-COCO) found there. Images are looked up by ``file_name`` relative to the
     folder, then to ``folder/images/``, then to the annotation file's folder; a missing image is an
     error at construction. ``skip_crowd=True`` leaves ``iscrowd`` annotations out (as training
-    usually does); by default they are kept and flagged.
+    usually does); by default they are kept and flagged. ``box_source``: "bbox" (default) takes the
+    boxes from the annotations' ``bbox``; "mask" uses the tight box of the decoded mask instead
+    (x2 = last column + 1, as ShapesDataset does; annotation tools often store polygon extents).
 
     ``ds[i]`` (images in file order): ``image`` (H, W, 3) uint8 RGB, ``boxes`` (K, 4) float32
-    (x1, y1, x2, y2) from ``bbox``, ``labels`` (K,) int64 1..C, ``masks`` (K, H, W) bool,
+    (x1, y1, x2, y2), ``labels`` (K,) int64 1..C, ``masks`` (K, H, W) bool,
     ``image_id`` (the COCO id), ``iscrowd`` (K,) bool, ``annotation_ids`` (K,) int64.
     Labels are the categories sorted by id, renumbered 1..C: ``category_ids[label − 1]`` is the COCO
     id, ``category_id_to_label`` the inverse; ``class_names[label]`` the category name.
     """
 
-    def __init__(self, folder, annotation_file=None, *, skip_crowd: bool = False):
+    def __init__(self, folder, annotation_file=None, *, skip_crowd: bool = False, box_source: str = "bbox"):
+        if box_source not in ("bbox", "mask"):
+            raise ValueError(f"box_source must be 'bbox' or 'mask', got {box_source!r}")
+        self.box_source = box_source
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise FileNotFoundError(f"folder {self.folder} does not exist")
@@ -486,7 +496,7 @@ class CocoFolderDataset:
         boxes = np.zeros((len(anns), 4), dtype=np.float32)
         for k, ann in enumerate(anns):
             masks[k] = segmentation_to_mask(ann["segmentation"], h, w)
-            x, y, bw, bh = ann["bbox"]
+            x, y, bw, bh = ann["bbox"] if self.box_source == "bbox" else _mask_bbox_xywh(masks[k])
             boxes[k] = (x, y, x + bw, y + bh)
         labels = [self.category_id_to_label[int(a["category_id"])] for a in anns]
         return {

@@ -137,6 +137,12 @@ def test_folder_with_polygons_crowd_and_gappy_categories(tmp_path, pycocotools):
     assert item["masks"][0].sum() > 60  # both polygon parts are in
     empty = ds[1]
     assert empty["masks"].shape == (0, 20, 30) and empty["boxes"].shape == (0, 4) and empty["image_id"] == 9
+    # Boxes from the masks instead. Pixel centres inside the polygons: the rectangle [2, 10.5] × [2, 9]
+    # gives columns 2..10, rows 2..8; the triangle (20,3) (27,3) (24,11) reaches column 26 at row 3
+    # (x in [20.25, 26.81] at y = 3.5) and row 9 (x in [23.25, 24.56] at y = 9.5, holding 23.5 and
+    # 24.5) but not row 10 ([23.75, 24.19] at y = 10.5 holds no centre) → (2, 2, 27, 10).
+    by_mask = CocoFolderDataset(tmp_path, box_source="mask")[0]["boxes"]
+    np.testing.assert_array_equal(by_mask, [[2, 2, 27, 10], [2, 12, 9, 18]])
     # Leaving crowd out is an explicit choice.
     assert list(CocoFolderDataset(tmp_path, skip_crowd=True)[0]["annotation_ids"]) == [1]
 
@@ -242,7 +248,7 @@ BAD = [
      "annotation id=1: field 'bbox'"),
     ("bbox nan", lambda d: d["annotations"][0].update(bbox=[2, 2, float("nan"), 1]),
      "annotation id=1: field 'bbox'"),
-    ("bbox outside", lambda d: d["annotations"][0].update(bbox=[2, 2, 29, 9]),
+    ("bbox outside", lambda d: d["annotations"][0].update(bbox=[2, 2, 29.01, 9]),
      "annotation id=1: field 'bbox': .* outside"),
     ("RLE size differs", lambda d: d["annotations"][1]["segmentation"].update(size=[30, 20]),
      r"annotation id=5: field 'segmentation': RLE size \[30, 20\] differs from the image size \[20, 30\]"),
@@ -282,6 +288,8 @@ def test_malformed_annotations_are_named(name, edit, message, tmp_path):
 
 def test_valid_data_passes_and_optional_fields():
     data = _valid()
+    validate_coco(data)
+    data["annotations"][0]["bbox"] = [2.0, 2.0, 29.0, 9.0]  # 1 px past the right border: tolerated
     validate_coco(data)
     for ann in data["annotations"]:
         ann.pop("iscrowd"), ann.pop("area")  # optional: pycocotools assumes 0 / uses the mask
