@@ -78,8 +78,7 @@ def check_backward(forward_fn, backward_fn, *inputs, h: float = 1e-6, seed: int 
     out, cache = run()
     dout = rng.standard_normal(np.shape(out))
     grads = backward_fn(dout, cache) if cache is not None else backward_fn(dout)
-    if not isinstance(grads, tuple):
-        grads = (grads,)
+    grads = tuple(grads) if isinstance(grads, (tuple, list)) else (grads,)
     errors = []
     for k, x in enumerate(inputs):
         if not (isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating)):

@@ -75,6 +75,13 @@ def test_wrong_backward_is_caught(rng, bug):
     assert max(errors) > 1e-2
 
 
+def test_backward_may_return_a_list(rng):
+    a = rng.standard_normal((2, 3))
+    b = rng.standard_normal((3, 2))
+    errors = check_backward(_matmul_forward, lambda d, c: list(_matmul_backward(d, c)), a, b, verbose=False)
+    assert len(errors) == 2 and max(errors) < 1e-8
+
+
 def test_skips_none_gradients_and_non_float_inputs(rng):
     x = rng.standard_normal(4)
     idx = np.array([2, 0])  # an integer input is passed through, not differentiated

@@ -298,6 +298,28 @@ def test_smooth_l1_gradient_check(rng, beta):
     assert err < 1e-7
 
 
+@settings(max_examples=25, deadline=None)
+@given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=3),
+       scale=st.sampled_from([1e-3, 1.0, 30.0, 1e4]), beta=st.sampled_from([0.0, 1 / 9, 1.0]),
+       seed=st.integers(0, 2**31 - 1))
+def test_bce_and_smooth_l1_match_torch_property(torch, shape, scale, beta, seed):
+    F = torch.nn.functional
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape) * scale
+    t = rng.uniform(0, 1, shape)
+    loss, grad = sigmoid_binary_cross_entropy_with_logits(x, t)
+    t_loss, t_grad = _torch_loss_and_grad(
+        torch, lambda a: F.binary_cross_entropy_with_logits(a, torch.from_numpy(t)), x)
+    _close(loss, t_loss, 1e-10 * max(1.0, abs(t_loss)))
+    _close(grad, t_grad, 1e-10)
+    y = rng.standard_normal(shape) * scale
+    loss, grad = smooth_l1(x, y, beta=beta, reduction="sum")
+    t_loss, t_grad = _torch_loss_and_grad(
+        torch, lambda a: F.smooth_l1_loss(a, torch.from_numpy(y), beta=beta, reduction="sum"), x)
+    _close(loss, t_loss, 1e-10 * max(1.0, abs(t_loss)))
+    _close(grad, t_grad, 1e-10)
+
+
 def test_smooth_l1_normaliser_pattern_gives_zero_for_no_items():
     # The documented detection-model pattern: sum, then divide by max(1, count).
     pred, target = np.zeros((0, 4)), np.zeros((0, 4))
