@@ -296,6 +296,8 @@ def _rle_iou_kernel(dt_counts, dt_offsets, gt_counts, gt_offsets, iscrowd):
 
 
 def _stack_counts(rles, name):
+    if isinstance(rles, dict) or not isinstance(rles, (list, tuple)):
+        raise TypeError(f"{name} must be a list of RLE dicts, got {type(rles).__name__}")
     parsed = [_parse_rle(r, f"{name}[{i}]") for i, r in enumerate(rles)]
     sizes = [(h, w) for h, w, _ in parsed]
     offsets = np.zeros(len(parsed) + 1, dtype=np.int64)
@@ -321,8 +323,8 @@ def rle_iou(dt, gt, iscrowd=None) -> np.ndarray:
     crowd g (a crowd region may cover many objects, so a detection inside it is not penalised for
     the rest of the region). Disjoint pairs (and empty masks) give 0.
     """
-    dt_sizes, dt_flat, dt_off = _stack_counts(list(dt), "dt")
-    gt_sizes, gt_flat, gt_off = _stack_counts(list(gt), "gt")
+    dt_sizes, dt_flat, dt_off = _stack_counts(dt, "dt")
+    gt_sizes, gt_flat, gt_off = _stack_counts(gt, "gt")
     crowd = _check_iscrowd(iscrowd, len(gt_sizes))
     all_sizes = set(dt_sizes) | set(gt_sizes)
     if len(all_sizes) > 1:

@@ -211,6 +211,8 @@ def test_bad_input():
         rle_area({"counts": "4"})
     with pytest.raises(ValueError, match="same size"):
         rle_iou([mask_to_rle(np.ones((2, 2), bool))], [mask_to_rle(np.ones((2, 3), bool))])
+    with pytest.raises(TypeError, match="dt must be a list of RLE dicts"):
+        rle_iou(mask_to_rle(np.ones((2, 2), bool)), [mask_to_rle(np.ones((2, 2), bool))])
     with pytest.raises(ValueError, match="iscrowd"):
         rle_iou([mask_to_rle(np.ones((2, 2), bool))], [mask_to_rle(np.ones((2, 2), bool))], [0, 1])
     with pytest.raises(ValueError, match=r"polygons\[1\].*even number"):
