@@ -1,0 +1,151 @@
+"""The backbone: a ResNet-style body, then a feature pyramid (or one single feature map, "C4/C5").
+
+Parameter names are torchvision's (``backbone.body.conv1.weight``, ``backbone.body.layer1.0.bn1.weight``,
+``backbone.fpn.inner_blocks.0.0.weight`` ...), so weights move between the two by name.
+
+The "small" body of the shapes recipe, for an input of H x W (padded to a multiple of 32)::
+
+    stem   conv1 3x3/2 (3 -> stem) + bn1 + ReLU                      H/2
+    layer1 conv1 3x3/2 + bn1 + ReLU, conv2 3x3/1 + bn2 + ReLU          H/4   ("0" for the FPN)
+    layer2 ... same, channels stage_channels[1]                        H/8   ("1")
+    layer3 ...                                                         H/16  ("2", or C4)
+    layer4 ...                                                         H/32  ("3", or C5)
+
+Each stage is one torchvision-style BasicBlock (names conv1/bn1/conv2/bn2 even though the norm is a
+GroupNorm, exactly as torchvision's ResNet built with ``norm_layer=GroupNorm``). With
+``residual=True`` the block adds ``downsample(x)`` (1x1 stride-2 conv + norm) before the last ReLU.
+Conv output size: H' = 1 + (H + 2·1 − 3) // 2 = ceil(H / 2) for a stride-2 3x3 conv with padding 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from minimaskrcnn.config import BackboneConfig
+from minimaskrcnn.model.fpn import FeaturePyramidNetwork
+from minimaskrcnn.nn.layers import Conv2d, FrozenBatchNorm2d, GroupNorm, Module, ReLU, Sequential
+
+
+def kaiming_normal_fan_out(param, rng: np.random.Generator) -> None:
+    """torch ``kaiming_normal_(w, mode="fan_out", nonlinearity="relu")``: N(0, 2 / (C_out·kH·kW)).
+    torchvision's ResNet and mask head initialise their convolutions this way."""
+    w = param.data
+    fan_out = w.shape[0] * int(np.prod(w.shape[2:]))
+    param.data[...] = rng.normal(0.0, np.sqrt(2.0 / fan_out), size=w.shape).astype(w.dtype)
+
+
+def _norm(cfg: BackboneConfig, channels: int) -> Module:
+    if cfg.norm == "group":
+        return GroupNorm(cfg.num_groups, channels)
+    return FrozenBatchNorm2d(channels)
+
+
+class BasicBlock(Module):
+    """conv1 (3x3, stride) → bn1 → ReLU → conv2 (3x3) → bn2 [+ downsample(x)] → ReLU."""
+
+    def __init__(self, cfg: BackboneConfig, c_in: int, c_out: int, stride: int, rng: np.random.Generator):
+        super().__init__()
+        self.conv1 = Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False, rng=rng)
+        self.bn1 = _norm(cfg, c_out)
+        self.relu1 = ReLU()
+        self.conv2 = Conv2d(c_out, c_out, 3, stride=1, padding=1, bias=False, rng=rng)
+        self.bn2 = _norm(cfg, c_out)
+        self.relu2 = ReLU()
+        self.residual = cfg.residual
+        if cfg.residual:
+            self.downsample = Sequential(Conv2d(c_in, c_out, 1, stride=stride, bias=False, rng=rng),
+                                         _norm(cfg, c_out))
+        for conv in (self.conv1, self.conv2) + ((self.downsample[0],) if cfg.residual else ()):
+            kaiming_normal_fan_out(conv.weight, rng)
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        if self.residual:
+            out = out + self.downsample(x)
+        return self.relu2(out)
+
+    def backward(self, dout):
+        d = self.relu2.backward(dout)
+        dx_skip = self.downsample.backward(d) if self.residual else None
+        d = self.conv2.backward(self.bn2.backward(d))
+        dx = self.conv1.backward(self.bn1.backward(self.relu1.backward(d)))
+        return dx if dx_skip is None else dx + dx_skip
+
+
+class SmallResNet(Module):
+    """The from-scratch body: stem + four one-block stages. ``forward(x)`` returns the outputs of the
+    stages in ``return_layers`` (a list of names among layer1..layer4), in that order."""
+
+    def __init__(self, cfg: BackboneConfig, return_layers: list[str], rng: np.random.Generator):
+        super().__init__()
+        self.conv1 = Conv2d(3, cfg.stem_channels, 3, stride=2, padding=1, bias=False, rng=rng)
+        kaiming_normal_fan_out(self.conv1.weight, rng)
+        self.bn1 = _norm(cfg, cfg.stem_channels)
+        self.relu = ReLU()
+        last = max(int(n[-1]) for n in return_layers)  # stages after the last one used are not built
+        c_in = cfg.stem_channels
+        for i, c_out in enumerate(cfg.stage_channels[:last]):
+            setattr(self, f"layer{i + 1}", Sequential(BasicBlock(cfg, c_in, c_out, 2, rng)))
+            c_in = c_out
+        self.num_stages = last
+        self.return_layers = list(return_layers)
+
+    def forward(self, x):
+        x = self.relu(self.bn1(self.conv1(x)))
+        outs = []
+        for i in range(1, self.num_stages + 1):
+            x = getattr(self, f"layer{i}")(x)
+            if f"layer{i}" in self.return_layers:
+                outs.append(x)
+        return outs
+
+    def backward(self, douts):
+        """douts: one gradient per returned map (None = no gradient). Returns d(input image)."""
+        grads = dict(zip(self.return_layers, douts))
+        d = None
+        for i in range(self.num_stages, 0, -1):
+            g = grads.get(f"layer{i}")
+            if g is not None:
+                d = g if d is None else d + g
+            if d is not None:
+                d = getattr(self, f"layer{i}").backward(d)
+        return self.conv1.backward(self.bn1.backward(self.relu.backward(d)))
+
+
+class Backbone(Module):
+    """``body`` (+ ``fpn``). ``forward(x (N,3,H,W)) -> list of feature maps``:
+
+    - FPN: [P2, P3, P4, P5] (strides 4..32), plus P6 (stride 64) when ``extra_max_pool``;
+      every map has ``fpn_channels`` channels. The RoI heads pool from P2..P5 only.
+    - single level: [C4] (stride 16, layer3) or [C5] (stride 32, layer4).
+    ``out_channels`` is the channel count of every returned map; ``pooled_levels`` how many of the
+    maps (from the first) the RoI heads pool from.
+    """
+
+    def __init__(self, cfg: BackboneConfig, rng: np.random.Generator):
+        super().__init__()
+        if cfg.arch != "small":
+            raise NotImplementedError(f"backbone.arch={cfg.arch!r} is not implemented yet (only 'small')")
+        if cfg.fpn:
+            names = ["layer1", "layer2", "layer3", "layer4"]
+        else:
+            names = ["layer3" if cfg.single_level_stride == 16 else "layer4"]
+        self.body = SmallResNet(cfg, names, rng)
+        self.use_fpn = cfg.fpn
+        if cfg.fpn:
+            self.fpn = FeaturePyramidNetwork(list(cfg.stage_channels), cfg.fpn_channels,
+                                             cfg.extra_max_pool, rng)
+            self.out_channels = cfg.fpn_channels
+            self.pooled_levels = 4
+        else:
+            self.out_channels = cfg.stage_channels[int(names[0][-1]) - 1]
+            self.pooled_levels = 1
+
+    def forward(self, x):
+        feats = self.body(x)
+        return self.fpn(feats) if self.use_fpn else feats
+
+    def backward(self, douts):
+        if self.use_fpn:
+            douts = self.fpn.backward(douts)
+        return self.body.backward(douts)
