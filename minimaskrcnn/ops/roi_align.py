@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -236,71 +237,108 @@ def _precalc_nb(T, H, W, PH, PW, start_y, start_x, bin_h, bin_w, grid_h, grid_w,
 
 
 @njit(cache=True, parallel=True)
-def _forward_numba(x, rois, T, spatial_scale, PH, PW, sampling_ratio, aligned):
+def _to_channels_last(x):
+    """(N, C, H, W) → (N, H·W, C): the C values of one pixel become contiguous, so one bilinear
+    sample turns into four contiguous multiply-adds over all channels (which the compiler vectorizes)."""
+    N, C, H, W = x.shape
+    xt = np.empty((N, H * W, C), dtype=x.dtype)
+    for i in prange(N * H):
+        n, h = i // H, i % H
+        for w in range(W):
+            for c in range(C):
+                xt[n, h * W + w, c] = x[n, c, h, w]
+    return xt
+
+
+@njit(cache=True, parallel=True)
+def _forward_numba(x, rois, T, spatial_scale, PH, PW, sampling_ratio, aligned, nt):
+    """Parallel over RoIs (disjoint outputs, no races). Each output element sums its samples in the
+    same order as torchvision's kernel, so the results agree bit for bit."""
     N, C, H, W = x.shape
     K = rois.shape[0]
-    out = np.zeros((K, C, PH, PW), dtype=x.dtype)
-    flat = x.reshape(N, C, H * W)
-    for k in prange(K):  # RoIs write disjoint outputs: no races
-        sy, sx, bh, bw, gh, gw = _geometry_nb(rois[k], T, spatial_scale, PH, PW, sampling_ratio, aligned)
-        b = int(rois[k, 0])
-        ns = max(gh, 0) * max(gw, 0)
-        count = T(max(gh * gw, 1))
-        pos = np.empty((PH * PW * ns, 4), dtype=np.int64)
-        wts = np.empty((PH * PW * ns, 4), dtype=x.dtype)
-        _precalc_nb(T, H, W, PH, PW, sy, sx, bh, bw, gh, gw, pos, wts)
-        for c in range(C):
-            v = flat[b, c]
-            o = out[k, c]
+    P = PH * PW
+    out = np.empty((K, C, P), dtype=x.dtype)
+    xt = _to_channels_last(x)
+    for t in prange(nt):  # one chunk of RoIs per thread, so its scratch buffer is allocated once
+        acc = np.empty((P, C), dtype=x.dtype)
+        for k in range(t, K, nt):
+            sy, sx, bh, bw, gh, gw = _geometry_nb(rois[k], T, spatial_scale, PH, PW, sampling_ratio, aligned)
+            ns = max(gh, 0) * max(gw, 0)
+            count = T(max(gh * gw, 1))
+            pos = np.empty((P * ns, 4), dtype=np.int64)
+            wts = np.empty((P * ns, 4), dtype=x.dtype)
+            _precalc_nb(T, H, W, PH, PW, sy, sx, bh, bw, gh, gw, pos, wts)
+            v = xt[int(rois[k, 0])]
             i = 0
-            for ph in range(PH):
-                for pw in range(PW):
-                    acc = T(0.0)
-                    for _ in range(ns):
-                        if pos[i, 0] < 0:
-                            i += 1
-                            continue
-                        acc += (wts[i, 0] * v[pos[i, 0]] + wts[i, 1] * v[pos[i, 1]]
-                                + wts[i, 2] * v[pos[i, 2]] + wts[i, 3] * v[pos[i, 3]])
-                        i += 1
-                    o[ph, pw] = acc / count
-    return out
+            for p in range(P):
+                a = acc[p]
+                a[:] = 0
+                for _ in range(ns):
+                    if pos[i, 0] >= 0:  # not a dropped sample
+                        w1, w2, w3, w4 = wts[i, 0], wts[i, 1], wts[i, 2], wts[i, 3]
+                        v1, v2, v3, v4 = v[pos[i, 0]], v[pos[i, 1]], v[pos[i, 2]], v[pos[i, 3]]
+                        for c in range(C):
+                            a[c] += w1 * v1[c] + w2 * v2[c] + w3 * v3[c] + w4 * v4[c]
+                    i += 1
+                for c in range(C):
+                    a[c] = a[c] / count
+            for c in range(C):
+                for p in range(P):
+                    out[k, c, p] = acc[p, c]
+    return out.reshape(K, C, PH, PW)
 
 
 @njit(cache=True, parallel=True)
 def _backward_numba(dout, rois, N, H, W, T, spatial_scale, PH, PW, sampling_ratio, aligned, block):
-    """Scatter without races: the parallel loop runs over blocks of ``block`` channels, and a thread
-    writes only into its own channels of ``dx``. Each block recomputes the (cheap, channel-free)
-    sample weights of every RoI; the scatter itself costs C/block times more."""
+    """Scatter without races: the parallel loop runs over blocks of ``block`` channels and a thread
+    writes only into its own channels of the gradient. Each block recomputes the (cheap,
+    channel-free) sample weights of every RoI. Per input pixel the additions come in torchvision's
+    order (RoI, bin, sample, corner), so the result agrees with it bit for bit."""
     K, C = dout.shape[0], dout.shape[1]
-    dx = np.zeros((N, C, H * W), dtype=dout.dtype)
+    P = PH * PW
+    g3 = dout.reshape(K, C, P)
+    dxt = np.zeros((N, H * W, C), dtype=dout.dtype)
     nblocks = (C + block - 1) // block
     for blk in prange(nblocks):
         c0 = blk * block
-        c1 = min(C, c0 + block)
+        cb = min(C, c0 + block) - c0
+        gbuf = np.empty((P, cb), dtype=dout.dtype)
         for k in range(K):
             sy, sx, bh, bw, gh, gw = _geometry_nb(rois[k], T, spatial_scale, PH, PW, sampling_ratio,
                                                   aligned)
-            b = int(rois[k, 0])
             ns = max(gh, 0) * max(gw, 0)
             count = T(gh * gw)
-            pos = np.empty((PH * PW * ns, 4), dtype=np.int64)
-            wts = np.empty((PH * PW * ns, 4), dtype=dout.dtype)
+            # Dividing by a power of two and multiplying by its reciprocal give identical results
+            # (both are exact scalings before the one rounding), and the multiply is much faster.
+            inv = T(1.0) / count
+            pow2 = ns > 0 and (gh * gw) & (gh * gw - 1) == 0
+            pos = np.empty((P * ns, 4), dtype=np.int64)
+            wts = np.empty((P * ns, 4), dtype=dout.dtype)
             _precalc_nb(T, H, W, PH, PW, sy, sx, bh, bw, gh, gw, pos, wts)
-            for c in range(c0, c1):
-                g_bins = dout[k, c]
-                d = dx[b, c]
-                i = 0
-                for ph in range(PH):
-                    for pw in range(PW):
-                        g = g_bins[ph, pw]
-                        for _ in range(ns):
-                            if pos[i, 0] < 0:
-                                i += 1
-                                continue
-                            for j in range(4):
-                                d[pos[i, j]] += g * wts[i, j] / count
-                            i += 1
+            for c in range(cb):  # this block's bin gradients, channels last
+                for p in range(P):
+                    gbuf[p, c] = g3[k, c0 + c, p]
+            d = dxt[int(rois[k, 0])]
+            i = 0
+            for p in range(P):
+                g = gbuf[p]
+                for _ in range(ns):
+                    if pos[i, 0] >= 0:
+                        for j in range(4):
+                            w = wts[i, j]
+                            row = d[pos[i, j], c0:c0 + cb]
+                            if pow2:
+                                for c in range(cb):
+                                    row[c] += g[c] * w * inv
+                            else:
+                                for c in range(cb):
+                                    row[c] += g[c] * w / count
+                    i += 1
+    dx = np.empty((N, C, H * W), dtype=dout.dtype)
+    for i in prange(N * C):
+        n, c = i // C, i % C
+        for q in range(H * W):
+            dx[n, c, q] = dxt[n, q, c]
     return dx.reshape(N, C, H, W)
 
 
@@ -342,7 +380,8 @@ def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, a
 
         return _roi_cuda.roi_align_forward(x, rois, scale, PH, PW, sr, aligned)
     T = x.dtype.type
-    return _forward_numba(x, rois, T, T(scale), PH, PW, sr, aligned)
+    nt = max(1, min(numba.get_num_threads(), rois.shape[0]))  # one chunk of RoIs per thread
+    return _forward_numba(x, rois, T, T(scale), PH, PW, sr, aligned, nt)
 
 
 def roi_align_backward(grad_output, boxes, input_shape, output_size, spatial_scale=1.0, sampling_ratio=-1,
@@ -378,5 +417,7 @@ def roi_align_backward(grad_output, boxes, input_shape, output_size, spatial_sca
 
         return _roi_cuda.roi_align_backward(g, rois, (N, C, H, W), scale, PH, PW, sr, aligned)
     T = g.dtype.type
-    block = max(1, min(16, C))
+    # One block of channels per thread (each block recomputes the sample weights, so no more).
+    nblocks = max(1, min(-(-C // 16), numba.get_num_threads()))
+    block = -(-C // nblocks)
     return _backward_numba(g, rois, N, H, W, T, T(scale), PH, PW, sr, aligned, block)

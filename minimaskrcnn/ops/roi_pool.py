@@ -15,6 +15,7 @@ Equal to ``torchvision.ops.roi_pool`` (forward) and its autograd backward, in fl
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -123,47 +124,64 @@ def _round_half_away_nb(v):
 
 
 @njit(cache=True, parallel=True)
-def _forward_numba(x, rois, T, spatial_scale, PH, PW):
+def _forward_numba(x, rois, T, spatial_scale, PH, PW, nt):
+    """Parallel over RoIs, one chunk per thread. The map is read channels-last, so the running max
+    of a bin is updated for all C channels at once (a vectorizable select per channel)."""
     N, C, H, W = x.shape
     K = rois.shape[0]
-    out = np.zeros((K, C, PH, PW), dtype=x.dtype)
-    argmax = np.full((K, C, PH, PW), -1, dtype=np.int64)
+    P = PH * PW
+    out = np.empty((K, C, P), dtype=x.dtype)
+    argmax = np.empty((K, C, P), dtype=np.int64)
+    xt = np.empty((N, H * W, C), dtype=x.dtype)
+    for i in prange(N * H):
+        n, h = i // H, i % H
+        for w in range(W):
+            for c in range(C):
+                xt[n, h * W + w, c] = x[n, c, h, w]
     start = T(-3.4028234663852886e38)  # -FLT_MAX, exactly representable in both dtypes
-    for k in prange(K):
-        b = int(rois[k, 0])
-        x1r = _round_half_away_nb(rois[k, 1] * spatial_scale)
-        y1r = _round_half_away_nb(rois[k, 2] * spatial_scale)
-        x2r = _round_half_away_nb(rois[k, 3] * spatial_scale)
-        y2r = _round_half_away_nb(rois[k, 4] * spatial_scale)
-        bin_h = T(max(y2r - y1r + 1, 1)) / T(PH)
-        bin_w = T(max(x2r - x1r + 1, 1)) / T(PW)
-        # Bin edges depend only on the RoI: compute them once, then loop over channels.
+    for t in prange(nt):
+        best = np.empty((P, C), dtype=x.dtype)
+        arg = np.empty((P, C), dtype=np.int64)
         hs = np.empty(PH, dtype=np.int64)
         he = np.empty(PH, dtype=np.int64)
         ws = np.empty(PW, dtype=np.int64)
         we = np.empty(PW, dtype=np.int64)
-        for ph in range(PH):
-            hs[ph] = min(max(int(np.floor(T(ph) * bin_h)) + y1r, 0), H)
-            he[ph] = min(max(int(np.ceil(T(ph + 1) * bin_h)) + y1r, 0), H)
-        for pw in range(PW):
-            ws[pw] = min(max(int(np.floor(T(pw) * bin_w)) + x1r, 0), W)
-            we[pw] = min(max(int(np.ceil(T(pw + 1) * bin_w)) + x1r, 0), W)
-        for c in range(C):
-            plane = x[b, c]
+        for k in range(t, K, nt):
+            x1r = _round_half_away_nb(rois[k, 1] * spatial_scale)
+            y1r = _round_half_away_nb(rois[k, 2] * spatial_scale)
+            x2r = _round_half_away_nb(rois[k, 3] * spatial_scale)
+            y2r = _round_half_away_nb(rois[k, 4] * spatial_scale)
+            bin_h = T(max(y2r - y1r + 1, 1)) / T(PH)
+            bin_w = T(max(x2r - x1r + 1, 1)) / T(PW)
+            for ph in range(PH):
+                hs[ph] = min(max(int(np.floor(T(ph) * bin_h)) + y1r, 0), H)
+                he[ph] = min(max(int(np.ceil(T(ph + 1) * bin_h)) + y1r, 0), H)
+            for pw in range(PW):
+                ws[pw] = min(max(int(np.floor(T(pw) * bin_w)) + x1r, 0), W)
+                we[pw] = min(max(int(np.ceil(T(pw + 1) * bin_w)) + x1r, 0), W)
+            v = xt[int(rois[k, 0])]
             for ph in range(PH):
                 for pw in range(PW):
+                    p = ph * PW + pw
+                    bp = best[p]
+                    ap = arg[p]
                     empty = he[ph] <= hs[ph] or we[pw] <= ws[pw]
-                    best = T(0.0) if empty else start
-                    arg = -1
+                    bp[:] = T(0.0) if empty else start
+                    ap[:] = -1
                     for h in range(hs[ph], he[ph]):
                         for w in range(ws[pw], we[pw]):
-                            v = plane[h, w]
-                            if v > best:
-                                best = v
-                                arg = h * W + w
-                    out[k, c, ph, pw] = best
-                    argmax[k, c, ph, pw] = arg
-    return out, argmax
+                            idx = h * W + w
+                            row = v[idx]
+                            for c in range(C):
+                                # strict ">" in row-major order: the first of equal maxima wins
+                                m = row[c] > bp[c]
+                                bp[c] = row[c] if m else bp[c]
+                                ap[c] = idx if m else ap[c]
+            for c in range(C):
+                for p in range(P):
+                    out[k, c, p] = best[p, c]
+                    argmax[k, c, p] = arg[p, c]
+    return out.reshape(K, C, PH, PW), argmax.reshape(K, C, PH, PW)
 
 
 @njit(cache=True, parallel=True)
@@ -216,7 +234,8 @@ def roi_pool(input, boxes, output_size, spatial_scale=1.0, *, return_argmax=Fals
         out, argmax = _roi_cuda.roi_pool_forward(x, rois, scale, PH, PW)
     else:
         T = x.dtype.type
-        out, argmax = _forward_numba(x, rois, T, T(scale), PH, PW)
+        nt = max(1, min(numba.get_num_threads(), rois.shape[0]))
+        out, argmax = _forward_numba(x, rois, T, T(scale), PH, PW, nt)
     return (out, argmax) if return_argmax else out
 
 
