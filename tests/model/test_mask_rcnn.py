@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+from test_equivalence import SIZE, tiny_batch, tiny_config
+from torch_maskrcnn_reference import build_torch_maskrcnn, copy_weights
+
+from minimaskrcnn.model import MaskRCNN
+
+
+def test_predict_equals_torchvision(torch, torchvision):
+    """Inference (eval mode): same detections, scores and pasted mask probabilities as torchvision."""
+    cfg = tiny_config(**{"roi_heads.detections_per_img": 20})
+    images, _ = tiny_batch(seed=13)
+    model = MaskRCNN(cfg, np.random.default_rng(2)).astype(np.float64)
+    # sharpen the class scores so the score threshold and NMS see well-separated values
+    model.roi_heads.box_predictor.cls_score.weight.data *= 30
+    ours = model.predict(images)
+    tm = build_torch_maskrcnn(cfg, SIZE)
+    copy_weights(model, tm)
+    tm.eval()
+    with torch.no_grad():
+        theirs = tm([torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1))) for im in images])
+    for o, t in zip(ours, theirs):
+        assert o["boxes"].shape[0] > 0
+        np.testing.assert_array_equal(o["labels"], t["labels"].numpy())
+        np.testing.assert_allclose(o["boxes"], t["boxes"].numpy(), rtol=1e-6, atol=1e-4)
+        np.testing.assert_allclose(o["scores"], t["scores"].numpy(), rtol=1e-6)
+        np.testing.assert_allclose(o["mask_probs"], t["masks"][:, 0].numpy(), atol=1e-6)
+        assert o["masks"].dtype == bool and o["masks"].shape == (o["boxes"].shape[0], SIZE, SIZE)
+
+
+def test_predict_uint8_and_structure():
+    model = MaskRCNN(tiny_config(), np.random.default_rng(0))
+    img = (np.random.default_rng(0).random((SIZE, SIZE + 10, 3)) * 255).astype(np.uint8)
+    (det,) = model.predict([img])
+    assert det["boxes"].dtype == np.float32 and det["labels"].dtype == np.int64
+    assert det["masks"].shape[1:] == (SIZE, SIZE + 10) and det["mask_probs"].dtype == np.float32
+    assert np.all(det["boxes"][:, 2] <= SIZE + 10) and np.all(np.diff(det["scores"]) <= 0)
+
+
+def test_bad_inputs():
+    model = MaskRCNN(tiny_config(), np.random.default_rng(0))
+    images, targets = tiny_batch()
+    with pytest.raises(ValueError, match="2 images but 1 targets"):
+        model.forward_train(images, targets[:1])
+    with pytest.raises(TypeError, match=r"images\[0\] must be uint8"):
+        model.predict([np.zeros((SIZE, SIZE, 3), np.int64)])
+    with pytest.raises(ValueError, match=r"images\[1\] must have shape"):
+        model.predict([images[0], images[1][..., 0]])
+    bad = [dict(t) for t in targets]
+    bad[0]["labels"] = np.full_like(bad[0]["labels"], 9)
+    with pytest.raises(ValueError, match="num_classes"):
+        model.forward_train(images, bad)
+
+
+def test_degenerate_boxes_dropped_and_empty_images_train():
+    model = MaskRCNN(tiny_config(), np.random.default_rng(0))
+    images, targets = tiny_batch()
+    t = dict(targets[0])
+    t["boxes"] = np.concatenate([t["boxes"], [[5.0, 5.0, 5.0, 20.0]]])
+    t["labels"] = np.concatenate([t["labels"], [1]])
+    t["masks"] = np.concatenate([t["masks"], np.zeros((1, SIZE, SIZE), bool)])
+    with pytest.warns(UserWarning, match="dropped 1 ground-truth"):
+        losses = model.forward_train(images, [t, targets[1]])
+    assert all(np.isfinite(v) for v in losses.values())
+    model.backward()
+    empty = {"boxes": np.zeros((0, 4)), "labels": np.zeros(0, np.int64), "masks": np.zeros((0, SIZE, SIZE), bool)}
+    losses = model.forward_train(images, [empty, empty])
+    assert losses["loss_mask"] == 0 and losses["loss_box_reg"] == 0 and losses["loss_rpn_box_reg"] == 0
+    model.zero_grad()
+    model.backward()
+    grads = dict((k, p.grad) for k, p in model.named_parameters())
+    assert np.all(grads["roi_heads.mask_head.0.0.weight"] == 0)
+    assert np.any(grads["rpn.head.cls_logits.weight"] != 0)
