@@ -63,7 +63,8 @@ def test_degenerate_boxes_dropped_and_empty_images_train():
         losses = model.forward_train(images, [t, targets[1]])
     assert all(np.isfinite(v) for v in losses.values())
     model.backward()
-    empty = {"boxes": np.zeros((0, 4)), "labels": np.zeros(0, np.int64), "masks": np.zeros((0, SIZE, SIZE), bool)}
+    empty = {"boxes": np.zeros((0, 4)), "labels": np.zeros(0, np.int64),
+             "masks": np.zeros((0, SIZE, SIZE), bool)}
     losses = model.forward_train(images, [empty, empty])
     assert losses["loss_mask"] == 0 and losses["loss_box_reg"] == 0 and losses["loss_rpn_box_reg"] == 0
     model.zero_grad()
