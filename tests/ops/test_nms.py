@@ -52,8 +52,9 @@ def test_golden_suppression(backend):
     keep = nms(GOLDEN_BOXES, GOLDEN_SCORES, 0.3, backend=backend)
     np.testing.assert_array_equal(keep, [0, 2])
     assert keep.dtype == np.int64
-    # 1/3 > 0.4 is false: nothing is suppressed
+    # 1/3 > 0.4 is false: nothing is suppressed; nor at 1/3 itself (2/6 and 1/3 are the same double)
     np.testing.assert_array_equal(nms(GOLDEN_BOXES, GOLDEN_SCORES, 0.4, backend=backend), [0, 1, 2])
+    np.testing.assert_array_equal(nms(GOLDEN_BOXES, GOLDEN_SCORES, 1 / 3, backend=backend), [0, 1, 2])
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
