@@ -159,6 +159,15 @@ def test_batched_nms_golden():
     np.testing.assert_array_equal(batched_nms(boxes, scores, np.array([3, 1, 2]), 0.5), [1, 2, 0])
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_non_contiguous_input(torch, torchvision, rng, backend):
+    big = random_boxes(rng, 120)
+    boxes = np.asfortranarray(big)[::2]           # strided rows, column-major
+    scores = rng.random(120)[::2]
+    expected = tv_nms(torch, torchvision, np.ascontiguousarray(boxes), np.ascontiguousarray(scores), 0.5)
+    np.testing.assert_array_equal(nms(boxes, scores, 0.5, backend=backend), expected)
+
+
 # ---------------------------------------------------------------- properties
 
 @settings(max_examples=40, deadline=None)
