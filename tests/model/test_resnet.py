@@ -1,4 +1,4 @@
-"""ResNet-50 body against torchvision's: names, C2..C5 in float64 and float32, backward against autograd."""
+"""ResNet-50 body against torchvision's: names, C2..C5 (float64, float32), backward, body + FPN."""
 
 import copy
 
@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from minimaskrcnn.config import BackboneConfig
+from minimaskrcnn.model.fpn import FeaturePyramidNetwork
 from minimaskrcnn.model.resnet import ResNet, resnet50
 from minimaskrcnn.nn.gradcheck import rel_error
+from minimaskrcnn.nn.layers import Module
 
 RETURN = ["layer1", "layer2", "layer3", "layer4"]
 
@@ -132,3 +134,42 @@ def test_return_layers_and_errors():
         ResNet(BackboneConfig(stage_channels=(10, 20, 40, 80)), ["layer1"], np.random.default_rng(0))
     with pytest.raises(ValueError, match="one per returned map"):
         small.backward([None, None])
+
+
+class _BodyWithFPN(Module):
+    """body + fpn under torchvision's BackboneWithFPN names (``body.*``, ``fpn.*``)."""
+
+    def __init__(self, body, fpn):
+        super().__init__()
+        self.body = body
+        self.fpn = fpn
+
+    def forward(self, x):
+        return self.fpn(self.body(x))
+
+
+def test_body_with_fpn_equals_torchvision_backbone(ours, tbody, torch):
+    """ResNet-50 + FPN (LastLevelMaxPool) against torchvision's BackboneWithFPN built over the same
+    body, as maskrcnn_resnet50_fpn does: outputs '0', '1', '2', '3', 'pool' in float64."""
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+
+    tbackbone = _resnet_fpn_extractor(copy.deepcopy(tbody), 5).double().eval()
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, p in tbackbone.fpn.named_parameters():
+            if name.endswith("bias"):  # torchvision initialises them to 0: make them count
+                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.1)
+    model = _BodyWithFPN(ours, FeaturePyramidNetwork([256, 512, 1024, 2048], 256, True,
+                                                     np.random.default_rng(0))).astype(np.float64)
+    sd = {k: v.numpy() for k, v in tbackbone.state_dict().items()}
+    model.load_state_dict(sd, strict=True)
+    x = np.random.default_rng(4).standard_normal((1, 3, 96, 128))
+    with torch.no_grad():
+        expected = tbackbone(torch.from_numpy(x))
+    assert list(expected) == ["0", "1", "2", "3", "pool"]
+    with model.no_grad():
+        got = model(x)
+    assert len(got) == 5
+    for g_, (name, e) in zip(got, expected.items()):
+        assert g_.shape == tuple(e.shape), name
+        assert rel_error(g_, e.numpy()) <= 1e-10, name
