@@ -1,0 +1,521 @@
+"""The checkers of minimaskrcnn.testing: our own implementations pass, typical student bugs fail.
+
+Each "student" implementation below is a plain-loop version written independently of the package,
+with flags that switch on one typical bug at a time. The checker must return True for the correct
+version and False for every buggy one, and must never raise, whatever the student function does.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from minimaskrcnn import testing
+from minimaskrcnn.nn.functional import conv2d_backward, conv2d_forward
+from minimaskrcnn.ops import BoxCoder, nms, roi_align, roi_align_backward, roi_pool
+
+# --------------------------------------------------------------------------------------------------
+# Convolution
+# --------------------------------------------------------------------------------------------------
+
+
+def student_conv(bug=None):
+    def forward(x, w, b, stride, padding, dilation):
+        (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+        n, c, h, wd = x.shape
+        o, _, kh, kw = w.shape
+        if bug == "ceil_output":
+            ho = -(-(h + 2 * ph - dh * (kh - 1) - 1) // sh) + 1
+            wo = -(-(wd + 2 * pw - dw * (kw - 1) - 1) // sw) + 1
+        else:
+            ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+            wo = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        wk = w[:, :, ::-1, ::-1] if bug == "flipped_forward" else w
+        out = np.zeros((n, o, ho, wo))
+        for i in range(kh):
+            for j in range(kw):
+                ys = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
+                patch = xp[:, :, ys, j * dw: j * dw + sw * (wo - 1) + 1: sw]
+                if patch.shape[2:] != (ho, wo):  # ceil_output reads past the end
+                    raise IndexError("window outside the input")
+                out += np.einsum("nchw,oc->nohw", patch, wk[:, :, i, j])
+        if b is not None:
+            out += b[None, :, None, None]
+        return out, (x, w, b, stride, padding, dilation)
+
+    def backward(dout, cache):
+        x, w, b, (sh, sw), (ph, pw), (dh, dw) = cache
+        ho, wo = dout.shape[2:]
+        kh, kw = w.shape[2:]
+        xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        dxp = np.zeros_like(xp)
+        dwt = np.zeros_like(w)
+        wk = w
+        if bug == "flipped_backward":
+            wk = w[:, :, ::-1, ::-1]
+        elif bug == "transposed_backward":
+            wk = np.swapaxes(w, 2, 3)
+        for i in range(kh):
+            for j in range(kw):
+                ys = slice(i * dh, i * dh + sh * (ho - 1) + 1, sh)
+                xs = slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
+                dwt[:, :, i, j] = np.einsum("nohw,nchw->oc", dout, xp[:, :, ys, xs])
+                dxp[:, :, ys, xs] += np.einsum("nohw,oc->nchw", dout, wk[:, :, i, j])
+        dx = dxp[:, :, ph: ph + x.shape[2], pw: pw + x.shape[3]]
+        if b is None:
+            db = None
+        elif bug == "db_first_image":
+            db = dout[0].sum(axis=(1, 2))
+        elif bug == "db_no_sum":
+            db = dout.sum(axis=0)
+        else:
+            db = dout.sum(axis=(0, 2, 3))
+        return dx, dwt, db
+
+    return forward, backward
+
+
+def test_conv_reference_passes(capsys):
+    assert testing.check_conv2d(conv2d_forward, conv2d_backward)
+    assert testing.check_conv2d(lambda *a: conv2d_forward(*a, method="naive"), conv2d_backward)
+    assert "cases passed -> OK" in capsys.readouterr().out
+
+
+def test_conv_student_correct_passes():
+    assert testing.check_conv2d(*student_conv(), verbose=False)
+
+
+@pytest.mark.parametrize("bug", ["ceil_output", "flipped_forward"])
+def test_conv_forward_bugs_caught(bug):
+    assert not testing.check_conv2d(student_conv(bug)[0], verbose=False)
+
+
+@pytest.mark.parametrize("bug", ["flipped_backward", "transposed_backward", "db_first_image", "db_no_sum"])
+def test_conv_backward_bugs_caught(bug):
+    forward, backward = student_conv(bug)
+    assert testing.check_conv2d(forward, verbose=False)  # the forward is right...
+    assert not testing.check_conv2d(forward, backward, verbose=False)  # ...the backward is not
+
+
+def test_conv_forward_only_checks_no_backward():
+    forward, _ = student_conv()
+    assert testing.check_conv2d(forward, None, verbose=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# RoIAlign
+# --------------------------------------------------------------------------------------------------
+
+
+def _student_align_samples(roi, scale, PH, PW, sr, aligned, H, W, bug):
+    """Yield (k-bin, list of (weight, y, x) reads, count) per bin: the student's geometry."""
+    off = 0.5 if aligned else 0.0
+    if bug == "offset_plus":
+        off = -off
+    if bug == "offset_before_scale":
+        x1, y1, x2, y2 = ((v - off) * scale for v in roi[1:])
+    else:
+        x1, y1, x2, y2 = (v * scale - off for v in roi[1:])
+    rw, rh = x2 - x1, y2 - y1
+    if not aligned and bug != "no_min_size":
+        rw, rh = max(rw, 1.0), max(rh, 1.0)
+    bh, bw = rh / PH, rw / PW
+    rnd = math.floor if bug == "floor_grid" else math.ceil
+    gh = sr if sr > 0 else int(rnd(rh / PH))
+    gw = sr if sr > 0 else int(rnd(rw / PW))
+    for ph in range(PH):
+        for pw in range(PW):
+            reads, n_valid = [], 0
+            for iy in range(gh):
+                y = y1 + ph * bh + (iy + 0.5) * bh / gh
+                for ix in range(gw):
+                    x = x1 + pw * bw + (ix + 0.5) * bw / gw
+                    if y < -1 or y > H or x < -1 or x > W:
+                        continue
+                    n_valid += 1
+                    y, x = max(y, 0.0), max(x, 0.0)
+                    yl, xl = int(y), int(x)
+                    if yl >= H - 1:
+                        yl = yh = H - 1
+                        y = float(yl)
+                    else:
+                        yh = yl + 1
+                    if xl >= W - 1:
+                        xl = xh = W - 1
+                        x = float(xl)
+                    else:
+                        xh = xl + 1
+                    ly, lx = y - yl, x - xl
+                    reads += [((1 - ly) * (1 - lx), yl, xl), ((1 - ly) * lx, yl, xh),
+                              (ly * (1 - lx), yh, xl), (ly * lx, yh, xh)]
+            count = max(gh * gw, 1)
+            if bug == "count_valid_only":
+                count = max(n_valid, 1)
+            yield ph, pw, reads, count
+
+
+def student_roi_align(bug=None):
+    def fn(inp, boxes, output_size, spatial_scale, sampling_ratio, aligned):
+        N, C, H, W = inp.shape
+        PH, PW = output_size
+        out = np.zeros((len(boxes), C, PH, PW))
+        for k, roi in enumerate(boxes):
+            b = int(roi[0])
+            for ph, pw, reads, count in _student_align_samples(roi, spatial_scale, PH, PW, sampling_ratio,
+                                                               aligned, H, W, bug):
+                out[k, :, ph, pw] = sum(wt * inp[b, :, y, x] for wt, y, x in reads) / count if reads else 0
+        return out
+
+    def backward(grad, boxes, input_shape, output_size, spatial_scale, sampling_ratio, aligned):
+        N, C, H, W = input_shape
+        PH, PW = output_size
+        dx = np.zeros(input_shape)
+        for k, roi in enumerate(boxes):
+            b = int(roi[0])
+            for ph, pw, reads, count in _student_align_samples(roi, spatial_scale, PH, PW, sampling_ratio,
+                                                               aligned, H, W, None):
+                for wt, y, x in reads:
+                    g = grad[k, :, ph, pw] * wt
+                    if bug == "backward_no_count":
+                        dx[b, :, y, x] += g
+                    elif bug == "backward_assign":
+                        dx[b, :, y, x] = g / count
+                    else:
+                        dx[b, :, y, x] += g / count
+        return dx
+
+    return fn, backward
+
+
+def test_roi_align_reference_passes():
+    assert testing.check_roi_align(roi_align, roi_align_backward, verbose=False)
+    assert testing.check_roi_align(lambda *a: roi_align(*a, backend="reference"), verbose=False)
+
+
+def test_roi_align_student_correct_passes():
+    assert testing.check_roi_align(*student_roi_align(), verbose=False)
+
+
+@pytest.mark.parametrize("bug", ["offset_plus", "offset_before_scale", "no_min_size", "floor_grid",
+                                 "count_valid_only"])
+def test_roi_align_forward_bugs_caught(bug):
+    assert not testing.check_roi_align(student_roi_align(bug)[0], verbose=False)
+
+
+@pytest.mark.parametrize("bug", ["backward_no_count", "backward_assign"])
+def test_roi_align_backward_bugs_caught(bug):
+    assert not testing.check_roi_align(*student_roi_align(bug), verbose=False)
+
+
+def test_roi_align_wrong_offset_is_reported_with_its_hint(capsys):
+    assert not testing.check_roi_align(student_roi_align("offset_plus")[0])
+    out = capsys.readouterr().out
+    assert "FAIL  forward:  same box, aligned=True" in out
+    assert "SUBTRACTS 0.5" in out
+    assert "PASS  forward:  ramp 6x7" in out  # the aligned=False golden case is unaffected
+
+
+# --------------------------------------------------------------------------------------------------
+# RoIPool
+# --------------------------------------------------------------------------------------------------
+
+
+def student_roi_pool(bug=None):
+    def c_round(v):
+        if bug == "numpy_round":
+            return int(np.round(v))
+        if bug == "truncate":
+            return int(v)
+        return int(math.floor(v + 0.5)) if v >= 0 else -int(math.floor(-v + 0.5))
+
+    def fn(inp, boxes, output_size, spatial_scale):
+        N, C, H, W = inp.shape
+        PH, PW = output_size
+        out = np.zeros((len(boxes), C, PH, PW))
+        for k, roi in enumerate(boxes):
+            b = int(roi[0])
+            x1, y1, x2, y2 = (c_round(v * spatial_scale) for v in roi[1:])
+            extra = 0 if bug == "exclusive" else 1
+            rw, rh = max(x2 - x1 + extra, 1), max(y2 - y1 + extra, 1)
+            bh, bw = rh / PH, rw / PW
+            for ph in range(PH):
+                hs = min(max(math.floor(ph * bh) + y1, 0), H)
+                he = min(max(math.ceil((ph + 1) * bh) + y1, 0), H)
+                for pw in range(PW):
+                    ws = min(max(math.floor(pw * bw) + x1, 0), W)
+                    we = min(max(math.ceil((pw + 1) * bw) + x1, 0), W)
+                    if he <= hs or we <= ws:
+                        out[k, :, ph, pw] = -np.inf if bug == "empty_minus_inf" else 0.0
+                        continue
+                    m = inp[b, :, hs:he, ws:we].max(axis=(1, 2))
+                    out[k, :, ph, pw] = np.maximum(m, 0.0) if bug == "max_from_zero" else m
+        return out
+
+    return fn
+
+
+def test_roi_pool_reference_passes():
+    assert testing.check_roi_pool(roi_pool, verbose=False)
+    assert testing.check_roi_pool(lambda *a: roi_pool(*a, backend="reference"), verbose=False)
+
+
+def test_roi_pool_student_correct_passes():
+    assert testing.check_roi_pool(student_roi_pool(), verbose=False)
+
+
+@pytest.mark.parametrize("bug", ["numpy_round", "truncate", "exclusive", "empty_minus_inf", "max_from_zero"])
+def test_roi_pool_bugs_caught(bug):
+    assert not testing.check_roi_pool(student_roi_pool(bug), verbose=False)
+
+
+def test_roi_pool_half_to_even_named_in_hint(capsys):
+    assert not testing.check_roi_pool(student_roi_pool("numpy_round"))
+    out = capsys.readouterr().out
+    assert "FAIL  box coordinates at .5 after scaling" in out and "np.round rounds to even" in out
+
+
+# --------------------------------------------------------------------------------------------------
+# NMS
+# --------------------------------------------------------------------------------------------------
+
+
+def student_nms(bug=None):
+    def iou(a, b):
+        e = 1.0 if bug == "plus_one" else 0.0
+        iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]) + e)
+        ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]) + e)
+        inter = iw * ih
+        area = lambda r: (r[2] - r[0] + e) * (r[3] - r[1] + e)  # noqa: E731
+        return inter / (area(a) + area(b) - inter)
+
+    def fn(boxes, scores, thr):
+        order = np.argsort(scores)[::-1] if bug == "reversed_ties" else np.argsort(-scores, kind="stable")
+        suppressed = np.zeros(len(boxes), bool)
+        keep = []
+        for pos, i in enumerate(order):
+            if suppressed[i]:
+                if bug != "suppressed_suppress":
+                    continue
+            else:
+                keep.append(i)
+            for j in order[pos + 1:]:
+                o = iou(boxes[i], boxes[j])
+                if (o >= thr) if bug == "ge" else (o > thr):
+                    suppressed[j] = True
+        keep = np.array(keep, dtype=np.int64)
+        return np.sort(keep) if bug == "index_order" else keep
+
+    return fn
+
+
+def test_nms_reference_passes():
+    assert testing.check_nms(nms, verbose=False)
+    assert testing.check_nms(lambda *a: nms(*a, backend="reference"), verbose=False)
+
+
+def test_nms_student_correct_passes():
+    assert testing.check_nms(student_nms(), verbose=False)
+
+
+@pytest.mark.parametrize("bug", ["plus_one", "ge", "index_order", "reversed_ties", "suppressed_suppress"])
+def test_nms_bugs_caught(bug):
+    assert not testing.check_nms(student_nms(bug), verbose=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Box coder
+# --------------------------------------------------------------------------------------------------
+
+
+def student_box_coder(bug=None):
+    e = 1.0 if bug == "plus_one" else 0.0
+
+    def centre_size(b):
+        w, h = b[:, 2] - b[:, 0] + e, b[:, 3] - b[:, 1] + e
+        return b[:, 0] + 0.5 * w, b[:, 1] + 0.5 * h, w, h
+
+    def encode(ref, prop, weights):
+        wx, wy, ww, wh = weights
+        if bug == "weights_divide_encode":
+            wx, wy, ww, wh = 1 / wx, 1 / wy, 1 / ww, 1 / wh
+        if bug == "swapped_args":
+            ref, prop = prop, ref
+        gx, gy, gw, gh = centre_size(ref)
+        ax, ay, aw, ah = centre_size(prop)
+        return np.stack([wx * (gx - ax) / aw, wy * (gy - ay) / ah,
+                         ww * np.log(gw / aw), wh * np.log(gh / ah)], 1)
+
+    def decode(d, boxes, weights):
+        wx, wy, ww, wh = weights
+        ax, ay, aw, ah = centre_size(boxes)
+        dw, dh = d[:, 2] / ww, d[:, 3] / wh
+        if bug != "no_clamp":
+            dw, dh = np.minimum(dw, math.log(1000 / 16)), np.minimum(dh, math.log(1000 / 16))
+        cx, cy = d[:, 0] / wx * aw + ax, d[:, 1] / wy * ah + ay
+        w, h = np.exp(dw) * aw, np.exp(dh) * ah
+        return np.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], 1)
+
+    return encode, decode
+
+
+def test_box_coder_reference_passes():
+    enc = lambda r, p, w: BoxCoder(w).encode(r, p)  # noqa: E731
+    dec = lambda d, b, w: BoxCoder(w).decode(d, b)  # noqa: E731
+    assert testing.check_box_coder(enc, dec, verbose=False)
+
+
+def test_box_coder_student_correct_passes():
+    assert testing.check_box_coder(*student_box_coder(), verbose=False)
+
+
+@pytest.mark.parametrize("bug", ["plus_one", "weights_divide_encode", "swapped_args", "no_clamp"])
+def test_box_coder_bugs_caught(bug):
+    assert not testing.check_box_coder(*student_box_coder(bug), verbose=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Mask loss
+# --------------------------------------------------------------------------------------------------
+
+
+def student_mask_loss(kind, bug=None):
+    def fn(z, labels, t):
+        R, C, M, _ = z.shape
+        n = R * M * M
+        r = np.arange(R)
+        lab = labels - 1 if bug == "label_minus_one" else labels
+        if kind == "sigmoid":
+            if bug == "all_channels":
+                tt = np.zeros_like(z)
+                tt[r, lab] = t
+                s = 1 / (1 + np.exp(-z))
+                with np.errstate(divide="ignore", invalid="ignore"):  # log(0) on the large-logit case
+                    loss = -(tt * np.log(s) + (1 - tt) * np.log(1 - s)).mean()
+                return loss, (s - tt) / z.size
+            zk = z[r, lab]
+            s = 1 / (1 + np.exp(-zk))
+            loss = (np.maximum(zk, 0) - zk * t + np.log1p(np.exp(-np.abs(zk)))).sum()
+            d = np.zeros_like(z)
+            d[r, lab] = s - t
+        else:
+            zz = z - z.max(axis=1, keepdims=True)
+            logp = zz - np.log(np.exp(zz).sum(axis=1, keepdims=True))
+            q = np.zeros_like(z)
+            q[r, lab] = t
+            if bug != "softmax_no_background":
+                q[:, 0] += 1 - t
+            loss = -(q * logp).sum()
+            d = np.exp(logp) * q.sum(axis=1, keepdims=True) - q
+        if bug == "sum_not_mean":
+            return loss, d
+        if bug == "grad_not_divided":
+            return loss / n, d
+        return loss / n, d / n
+
+    return fn
+
+
+@pytest.mark.parametrize("kind", ["sigmoid", "softmax"])
+def test_mask_loss_reference_and_model_pass(kind):
+    from minimaskrcnn.model.roi_heads import mask_loss
+
+    assert testing.check_mask_loss(lambda z, lb, t: testing.mask_loss_reference(z, lb, t, kind), kind,
+                                   verbose=False)
+    # The model's loss is the same definition (config.MaskConfig documents it).
+    assert testing.check_mask_loss(lambda z, lb, t: mask_loss(z, lb, t, kind), kind, verbose=False)
+    assert testing.check_mask_loss(student_mask_loss(kind), kind, verbose=False)
+
+
+@pytest.mark.parametrize("bug", ["label_minus_one", "sum_not_mean", "grad_not_divided"])
+@pytest.mark.parametrize("kind", ["sigmoid", "softmax"])
+def test_mask_loss_bugs_caught(kind, bug):
+    assert not testing.check_mask_loss(student_mask_loss(kind, bug), kind, verbose=False)
+
+
+def test_mask_loss_kind_specific_bugs_caught():
+    assert not testing.check_mask_loss(student_mask_loss("sigmoid", "all_channels"), "sigmoid", verbose=False)
+    assert not testing.check_mask_loss(student_mask_loss("softmax", "softmax_no_background"), "softmax",
+                                       verbose=False)
+    # Each loss is not the other one.
+    assert not testing.check_mask_loss(student_mask_loss("softmax"), "sigmoid", verbose=False)
+    assert not testing.check_mask_loss(student_mask_loss("sigmoid"), "softmax", verbose=False)
+
+
+def test_mask_loss_reference_gradient_is_numerical_gradient():
+    from minimaskrcnn.nn.gradcheck import numerical_gradient, rel_error
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(2, 3, 3, 3))
+    labels = np.array([1, 2])
+    t = rng.uniform(size=(2, 3, 3))
+    for kind in ("sigmoid", "softmax"):
+        _, d = testing.mask_loss_reference(z, labels, t, kind)
+        num = numerical_gradient(lambda k=kind: testing.mask_loss_reference(z, labels, t, k)[0], z,
+                                 np.float64(1.0))
+        assert rel_error(d, num) < 1e-7
+
+
+def test_mask_loss_reference_golden_values():
+    # One pixel, logits z = (0, 0) over (background, class 1), target t = 1.
+    z = np.zeros((1, 2, 1, 1))
+    t = np.ones((1, 1, 1))
+    loss, d = testing.mask_loss_reference(z, np.array([1]), t, "sigmoid")
+    assert loss == pytest.approx(math.log(2))  # −log σ(0) = log 2
+    assert d[0, :, 0, 0].tolist() == [0.0, -0.5]  # σ(0) − 1 on channel 1, nothing on channel 0
+    loss, d = testing.mask_loss_reference(z, np.array([1]), t, "softmax")
+    assert loss == pytest.approx(math.log(2))  # p = (½, ½), −log p_1 = log 2
+    assert d[0, :, 0, 0].tolist() == [0.5, -0.5]  # p − q with q = (0, 1)
+
+
+def test_mask_loss_kind_must_be_known():
+    with pytest.raises(ValueError, match="kind"):
+        testing.check_mask_loss(student_mask_loss("sigmoid"), "logistic")
+
+
+# --------------------------------------------------------------------------------------------------
+# The checkers never crash on a broken function
+# --------------------------------------------------------------------------------------------------
+
+
+def _raises(*args):
+    raise NotImplementedError
+
+
+BROKEN = [lambda *a: None, lambda *a: "nonsense", lambda *a: np.zeros(3), _raises,
+          lambda *a: (np.zeros(1),) * 5]
+
+
+@pytest.mark.parametrize("broken", BROKEN)
+def test_checkers_report_broken_functions_as_failures(broken, capsys):
+    assert testing.check_conv2d(broken, broken) is False
+    assert testing.check_conv2d(student_conv()[0], broken) is False
+    assert testing.check_roi_align(broken) is False
+    assert testing.check_roi_align(student_roi_align()[0], broken) is False
+    assert testing.check_roi_pool(broken) is False
+    assert testing.check_nms(broken) is False
+    assert testing.check_box_coder(broken, broken) is False
+    assert testing.check_mask_loss(broken, "sigmoid") is False
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "-> FAILED" in out
+
+
+def test_exception_is_reported_with_its_location(capsys):
+    assert not testing.check_nms(_raises)
+    out = capsys.readouterr().out
+    assert "raised NotImplementedError" in out and "_raises" in out
+
+
+def test_student_arrays_are_copies():
+    """A function that scribbles over its inputs cannot corrupt later cases or the expected values."""
+    correct = student_nms()
+
+    def scribbling(boxes, scores, thr):
+        keep = correct(boxes, scores, thr)
+        boxes[...] = 0
+        scores[...] = 0
+        return keep
+
+    assert testing.check_nms(scribbling, verbose=False)
