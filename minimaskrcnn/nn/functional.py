@@ -210,6 +210,19 @@ def _is_pointwise(w, geometry) -> bool:
     return w.shape[2] == 1 and w.shape[3] == 1 and ph == 0 and pw == 0
 
 
+# Columns per matrix product. Images are processed in chunks of about this many output positions:
+# enough for BLAS to run near peak, small enough that the column matrix of a chunk stays in cache
+# between im2col writing it and the product reading it. A chunk of one image needs no transposes:
+# its product lands directly in out[n] (C_out, H'·W').
+CHUNK_COLUMNS = 4096
+
+
+def _chunks(n_batch: int, length: int):
+    """Split the batch into runs of images [n0, n1) of about CHUNK_COLUMNS output positions."""
+    per_chunk = max(1, min(n_batch, -(-CHUNK_COLUMNS // length)))
+    return [(n0, min(n0 + per_chunk, n_batch)) for n0 in range(0, n_batch, per_chunk)]
+
+
 def _conv2d_im2col_forward(x, w, b, geometry):
     sh, sw, ph, pw, dh, dw, hout, wout = geometry
     n_batch, c_in = x.shape[:2]
@@ -223,15 +236,24 @@ def _conv2d_im2col_forward(x, w, b, geometry):
         if b is not None:
             out += b[:, None]
         return out.reshape(n_batch, c_out, hout, wout)
-    # 1. Receptive fields → columns: cols[(c, i, j), (n, y, x)].
-    cols = _workspace("cols", (c_in * kh * kw, n_batch, length), x.dtype)
-    _k.im2col(np.ascontiguousarray(x), cols, kh, kw, sh, sw, ph, pw, dh, dw, hout, wout)
-    # 2. The whole convolution as one matrix product: (C_out, C_in·kH·kW) @ (C_in·kH·kW, N·H'·W').
-    prod = _workspace("prod", (c_out, n_batch, length), x.dtype)
-    np.matmul(w2, cols.reshape(cols.shape[0], -1), out=prod.reshape(c_out, -1))
-    # 3. (C_out, N, L) → (N, C_out, L), adding the bias on the way.
+    x = np.ascontiguousarray(x)
     out = np.empty((n_batch, c_out, length), dtype=x.dtype)
-    _k.cnl_to_nchw_bias(prod, b if b is not None else np.empty(0, x.dtype), out)
+    bias = b if b is not None else np.empty(0, x.dtype)
+    for n0, n1 in _chunks(n_batch, length):
+        # 1. Receptive fields → columns: cols[(c, i, j), (n, y, x)] for the images of this chunk.
+        cols = _workspace("cols", (c_in * kh * kw, n1 - n0, length), x.dtype)
+        _k.im2col(x[n0:n1], cols, kh, kw, sh, sw, ph, pw, dh, dw, hout, wout)
+        cols = cols.reshape(cols.shape[0], -1)
+        # 2. The convolution as one matrix product: (C_out, C_in·kH·kW) @ (C_in·kH·kW, n·H'·W').
+        if n1 - n0 == 1:
+            np.matmul(w2, cols, out=out[n0])
+            if b is not None:
+                out[n0] += b[:, None]
+        else:
+            prod = _workspace("prod", (c_out, n1 - n0, length), x.dtype)
+            np.matmul(w2, cols, out=prod.reshape(c_out, -1))
+            # 3. (C_out, n, L) → (n, C_out, L), adding the bias on the way.
+            _k.cnl_to_nchw_bias(prod, bias, out[n0:n1])
     return out.reshape(n_batch, c_out, hout, wout)
 
 
@@ -253,21 +275,27 @@ def _conv2d_im2col_backward(dout, x, w, geometry):
         dx = np.zeros_like(x)  # pixels skipped by the stride get no gradient
         dx[:, :, ::sh, ::sw] = dxs
         return dx, dw2.reshape(w.shape)
-    # 1. dout in the column layout (C_out, N·L), matching the forward's product.
-    d2 = _workspace("dout", (c_out, n_batch, length), x.dtype)
-    _k.nchw_to_cnl(dout3, d2)
-    d2 = d2.reshape(c_out, -1)
-    # 2. Rebuild the columns of the forward (not kept in the cache, see conv2d_forward).
-    cols = _workspace("cols", (c_in * kh * kw, n_batch, length), x.dtype)
-    _k.im2col(np.ascontiguousarray(x), cols, kh, kw, sh, sw, ph, pw, dh, dw, hout, wout)
-    # 3. dW = dout · colsᵀ and dcols = Wᵀ · dout, two matrix products.
-    dw2 = d2 @ cols.reshape(cols.shape[0], -1).T
-    dcols = _workspace("dcols", cols.shape, x.dtype)
-    np.matmul(w2.T, d2, out=dcols.reshape(cols.shape[0], -1))
-    # 4. Columns → image: add each entry back where im2col read it.
+    x = np.ascontiguousarray(x)
     dx = np.empty_like(x)
-    _k.col2im(dcols, dx, kh, kw, sh, sw, ph, pw, dh, dw, hout, wout)
-    return dx, dw2.reshape(w.shape)
+    dw2t = np.zeros((w2.shape[1], c_out), dtype=x.dtype)  # dWᵀ: BLAS is faster in this orientation
+    for n0, n1 in _chunks(n_batch, length):
+        # 1. dout of the chunk in the column layout (C_out, n·L), matching the forward's product.
+        if n1 - n0 == 1:
+            d2 = dout3[n0]
+        else:
+            d2 = _workspace("dout", (c_out, n1 - n0, length), x.dtype)
+            _k.nchw_to_cnl(dout3[n0:n1], d2)
+            d2 = d2.reshape(c_out, -1)
+        # 2. Rebuild the forward's columns (not kept in the cache, see conv2d_forward).
+        cols = _workspace("cols", (c_in * kh * kw, n1 - n0, length), x.dtype)
+        _k.im2col(x[n0:n1], cols, kh, kw, sh, sw, ph, pw, dh, dw, hout, wout)
+        # 3. dW += dout · colsᵀ (computed as its transpose cols · doutᵀ) and dcols = Wᵀ · dout.
+        dw2t += cols.reshape(cols.shape[0], -1) @ d2.T
+        dcols = _workspace("dcols", cols.shape, x.dtype)
+        np.matmul(w2.T, d2, out=dcols.reshape(cols.shape[0], -1))
+        # 4. Columns → image: add each entry back where im2col read it.
+        _k.col2im(dcols, dx[n0:n1], kh, kw, sh, sw, ph, pw, dh, dw, hout, wout)
+    return dx, np.ascontiguousarray(dw2t.T).reshape(w.shape)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -171,6 +171,22 @@ def test_conv2d_cache_survives_other_calls():
         assert rel_error(g, r) <= 1e-12
 
 
+@pytest.mark.parametrize("chunk_columns", [1, 40, 45, 10**9])
+def test_conv2d_image_chunks_agree(monkeypatch, chunk_columns):
+    # im2col processes the batch in chunks of about CHUNK_COLUMNS output positions. Here each of the
+    # 5 images has 4·5 = 20 outputs, so the chunks are: 1 → one image each (the no-transpose path);
+    # 40 → 2 + 2 + 1; 45 → 3 + 2 (ceil(45/20) = 3 per chunk); 1e9 → all five at once.
+    monkeypatch.setattr(F, "CHUNK_COLUMNS", chunk_columns)
+    rng = np.random.default_rng(6)
+    x, w, b = _conv_inputs(rng, (5, 2, 4, 5), (3, 2, 3, 3), True, np.float64)
+    out, cache = F.conv2d_forward(x, w, b, 1, 1)
+    ref, ref_cache = F.conv2d_forward(x, w, b, 1, 1, method="naive")
+    assert rel_error(out, ref) <= 1e-12
+    dout = rng.standard_normal(out.shape)
+    for g, r in zip(F.conv2d_backward(dout, cache), F.conv2d_backward(dout, ref_cache)):
+        assert rel_error(g, r) <= 1e-12
+
+
 def test_conv2d_non_contiguous_input():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((5, 5, 3, 2)).transpose(3, 2, 0, 1)  # (2, 3, 5, 5), a strided view
