@@ -1,0 +1,177 @@
+"""Run torchvision's COCO-trained Mask R-CNN R50-FPN in NumPy: read its ``.pth``, build, load by name.
+
+    from minimaskrcnn.weights import load_torchvision_weights
+    model = load_torchvision_weights("maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth", box_score_thresh=0.7)
+    det = model.predict([image])[0]          # boxes, labels, scores, masks, mask_probs
+    names = [model.config.class_names[k] for k in det["labels"]]
+
+The official file is torchvision's ``MaskRCNN_ResNet50_FPN_Weights.COCO_V1``
+(https://download.pytorch.org/models/maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth, 170 MB, box AP 37.9,
+mask AP 34.6 on COCO val2017); download it yourself — nothing here touches the network. The file is
+read by :func:`minimaskrcnn.pth.read_state_dict`, which never runs the pickle inside it, so torch is
+not needed (and a file that would run code is refused).
+
+Steps of :func:`load_torchvision_weights`:
+
+1. Read the state_dict (name → ndarray) without torch.
+2. Map torchvision's keyword arguments (``min_size``, ``box_score_thresh`` ...) onto the
+   ``resnet50_fpn`` preset config; an unknown name is an error listing the known ones.
+3. Take ``num_classes`` from the file (the rows of ``roi_heads.box_predictor.cls_score.weight``), so a
+   model fine-tuned by torchvision on another label set loads too; COCO's 91 get their names.
+4. Build the model and load every array strictly: a missing, unexpected or mis-shaped key is an
+   error that names each one (``num_batches_tracked`` of a trained BatchNorm is skipped, as
+   torchvision's FrozenBatchNorm2d does).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from minimaskrcnn.config import MaskRCNNConfig, resnet50_fpn, with_overrides
+from minimaskrcnn.pth import read_state_dict
+
+# torchvision's COCO category names (``MaskRCNN_ResNet50_FPN_Weights.COCO_V1.meta["categories"]``):
+# the 91 classifier outputs, indexed by COCO category id (1..90). Index 0 is the background; "N/A"
+# marks the 10 ids that the released COCO annotations never use (the model still has outputs there).
+COCO_CATEGORY_NAMES = (
+    "__background__", "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck",
+    "boat", "traffic light", "fire hydrant", "N/A", "stop sign", "parking meter", "bench", "bird", "cat",
+    "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "N/A", "backpack", "umbrella",
+    "N/A", "N/A", "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle", "N/A",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
+    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant", "bed",
+    "N/A", "dining table", "N/A", "N/A", "toilet", "N/A", "tv", "laptop", "mouse", "remote", "keyboard",
+    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "N/A", "book", "clock", "vase",
+    "scissors", "teddy bear", "hair drier", "toothbrush",
+)
+
+# torchvision ``MaskRCNN(...)`` keyword argument → our config field. Every scalar hyper-parameter of
+# torchvision's constructor is here; the ones that take modules (backbone, rpn_head, box_predictor ...)
+# replace architecture and cannot apply to a fixed set of weights.
+TORCHVISION_KWARGS = {
+    "min_size": "transform.min_size",
+    "max_size": "transform.max_size",
+    "image_mean": "transform.image_mean",
+    "image_std": "transform.image_std",
+    "rpn_pre_nms_top_n_train": "rpn.pre_nms_top_n_train",
+    "rpn_pre_nms_top_n_test": "rpn.pre_nms_top_n_test",
+    "rpn_post_nms_top_n_train": "rpn.post_nms_top_n_train",
+    "rpn_post_nms_top_n_test": "rpn.post_nms_top_n_test",
+    "rpn_nms_thresh": "rpn.nms_thresh",
+    "rpn_fg_iou_thresh": "rpn.fg_iou_thresh",
+    "rpn_bg_iou_thresh": "rpn.bg_iou_thresh",
+    "rpn_batch_size_per_image": "rpn.batch_size_per_image",
+    "rpn_positive_fraction": "rpn.positive_fraction",
+    "rpn_score_thresh": "rpn.score_thresh",
+    "box_score_thresh": "roi_heads.score_thresh",
+    "box_nms_thresh": "roi_heads.nms_thresh",
+    "box_detections_per_img": "roi_heads.detections_per_img",
+    "box_fg_iou_thresh": "roi_heads.fg_iou_thresh",
+    "box_bg_iou_thresh": "roi_heads.bg_iou_thresh",
+    "box_batch_size_per_image": "roi_heads.batch_size_per_image",
+    "box_positive_fraction": "roi_heads.positive_fraction",
+    "bbox_reg_weights": "roi_heads.box_coder_weights",
+}
+_MODULE_KWARGS = ("backbone", "rpn_anchor_generator", "rpn_head", "box_roi_pool", "box_head",
+                  "box_predictor", "mask_roi_pool", "mask_head", "mask_predictor")
+
+# The key whose first axis is the number of classes (background included).
+_CLASSIFIER_KEY = "roi_heads.box_predictor.cls_score.weight"
+
+
+def torchvision_config(num_classes: int = 91, **overrides) -> MaskRCNNConfig:
+    """The ``resnet50_fpn`` preset with torchvision keyword arguments applied.
+
+    ``overrides``: any name of ``TORCHVISION_KWARGS`` (e.g. ``box_score_thresh=0.7``,
+    ``min_size=600``), or a dotted config field passed as ``**{"mask.threshold": 0.6}``.
+    ``bbox_reg_weights=None`` means torchvision's default (10, 10, 5, 5); ``min_size`` must be one int
+    (torchvision's tuple of training sizes does not apply to inference). Class names are COCO's when
+    ``num_classes == 91``.
+    """
+    fields = {}
+    for name, value in overrides.items():
+        if name in TORCHVISION_KWARGS:
+            field = TORCHVISION_KWARGS[name]
+        elif "." in name:
+            field = name
+        elif name in _MODULE_KWARGS:
+            raise ValueError(f"{name}= replaces a part of the network, which a weights file fixes; "
+                             "build a MaskRCNN from a config instead")
+        else:
+            raise ValueError(f"unknown torchvision argument {name!r}; known: {', '.join(TORCHVISION_KWARGS)} "
+                             "(or a dotted config field such as 'mask.threshold')")
+        if name == "bbox_reg_weights" and value is None:
+            value = (10.0, 10.0, 5.0, 5.0)
+        if name in ("min_size", "max_size") and (
+                isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if name in ("image_mean", "image_std", "bbox_reg_weights"):
+            value = tuple(float(v) for v in value)
+        fields[field] = value
+    cfg = resnet50_fpn(num_classes)
+    if num_classes == len(COCO_CATEGORY_NAMES):
+        fields.setdefault("class_names", COCO_CATEGORY_NAMES)
+    return with_overrides(cfg, **fields)
+
+
+def strip_prefix(state_dict: dict, prefix: str = "module.") -> dict:
+    """Remove ``prefix`` when every key has it (``torch.nn.DataParallel`` saves ``module.backbone...``)."""
+    if state_dict and all(k.startswith(prefix) for k in state_dict):
+        return {k[len(prefix):]: v for k, v in state_dict.items()}
+    return dict(state_dict)
+
+
+def num_classes_of(state_dict: dict) -> int:
+    """The class count (background included) of a torchvision Mask R-CNN state_dict."""
+    w = state_dict.get(_CLASSIFIER_KEY)
+    if w is None or np.ndim(w) != 2:
+        raise ValueError(f"not a torchvision Mask R-CNN state_dict: no 2-D {_CLASSIFIER_KEY!r}")
+    return int(w.shape[0])
+
+
+def load_state_dict_named(model, state_dict: dict, source: str = "state_dict") -> None:
+    """Strictly load ``state_dict`` into ``model`` (any Module); on any missing, unexpected or
+    mis-shaped key raise ValueError naming ``source``, every offending key, and a likely cause."""
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except ValueError as exc:
+        hint = ""
+        if any(k.startswith("roi_heads.box_head.0.") or ".conv.0.1." in k for k in state_dict):
+            hint = (" — this looks like maskrcnn_resnet50_fpn_v2 (GroupNorm heads, 4-conv box head), which "
+                    "is a different architecture; use the v1 weights (maskrcnn_resnet50_fpn_coco)")
+        raise ValueError(f"{source} does not fit {type(model).__name__}: {exc}{hint}") from None
+
+
+def build_model(config: MaskRCNNConfig):
+    """A MaskRCNN for ``config`` (float32, parameters about to be overwritten by the file)."""
+    from minimaskrcnn.model import MaskRCNN
+
+    return MaskRCNN(config, np.random.default_rng(0))
+
+
+def load_torchvision_weights(path, num_classes: int | None = None, **overrides):
+    """torchvision's ``maskrcnn_resnet50_fpn`` (v1) weights in our ``MaskRCNN``, in eval mode.
+
+    Inputs
+    - path: a ``.pth`` saved by ``torch.save(model.state_dict())`` (zip or legacy format; a checkpoint
+      dict holding it under ``"model"`` or ``"state_dict"`` is unwrapped, a ``module.`` prefix dropped).
+    - num_classes: None (read from the file) or the expected count, checked against the file.
+    - overrides: torchvision's keyword arguments (see ``TORCHVISION_KWARGS``), e.g.
+      ``box_score_thresh=0.7``, ``min_size=512``, ``box_detections_per_img=20``.
+
+    Returns the model; ``model.config.class_names`` holds COCO's names when it has 91 classes.
+    Raises ``minimaskrcnn.pth.UnsafePickleError`` for a file whose pickle asks for anything but
+    tensors, ValueError for an unknown argument or a key mismatch (every key named).
+    """
+    source = str(Path(path))
+    state_dict = strip_prefix(read_state_dict(path))
+    file_classes = num_classes_of(state_dict)
+    if num_classes is not None and num_classes != file_classes:
+        raise ValueError(f"num_classes={num_classes} but {source} has {file_classes} classes "
+                         f"({_CLASSIFIER_KEY} is {state_dict[_CLASSIFIER_KEY].shape})")
+    model = build_model(torchvision_config(file_classes, **overrides))
+    load_state_dict_named(model, state_dict, source)
+    return model.eval()
