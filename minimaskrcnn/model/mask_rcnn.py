@@ -80,6 +80,11 @@ class MaskRCNN(Module):
         x, sizes, _, targets = self._transform()(images, targets)
         self._check_labels(targets)
         features = self.backbone(x)
+        for i, f in enumerate(features):
+            if not np.all(np.isfinite(f)):
+                self.clear_cache()
+                raise FloatingPointError(f"feature map {i} holds NaN or inf (the parameters have diverged): "
+                                         "every loss would be non-finite")
         proposals, rpn_losses = self.rpn(features, x.shape[-2:], sizes, targets, rng)
         pooled = features[: self.backbone.pooled_levels]
         _, roi_losses = self.roi_heads(pooled, proposals, sizes, targets, rng)
