@@ -139,6 +139,180 @@ def _time_conv_case(rng, x_shape, c_out, repeat):
 TARGETS["conv"] = bench_conv
 
 
+# ---- ops: RoIAlign, RoIPool, NMS ---------------------------------------------------------------------
+
+_OPS_FIRST_CALL = """
+import time
+import numpy as np
+t0 = time.perf_counter()
+from minimaskrcnn.ops.roi_align import roi_align, roi_align_backward
+from minimaskrcnn.ops.roi_pool import roi_pool, roi_pool_backward
+from minimaskrcnn.ops.nms import nms
+t1 = time.perf_counter()
+x = np.ones((1, 2, 5, 5), np.float32)
+rois = np.array([[0, 0, 0, 3, 3]], np.float32)
+roi_align(x, rois, 2, 1.0, 2, True)
+roi_align_backward(np.ones((1, 2, 2, 2), np.float32), rois, x.shape, 2, 1.0, 2, True)
+out, arg = roi_pool(x, rois, 2, return_argmax=True)
+roi_pool_backward(out, rois, arg, x.shape)
+nms(rois[:, 1:], np.ones(1, np.float32), 0.7)
+print(f"{t1 - t0:.3f} {time.perf_counter() - t1:.3f}")
+"""
+
+
+def _ops_first_call(cache_dir: str) -> tuple[float, float]:
+    """(import seconds, first-call seconds) of the float32 ops in a fresh Python process whose Numba
+    cache lives in ``cache_dir``."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
+    res = subprocess.run([sys.executable, "-c", _OPS_FIRST_CALL], env=env, capture_output=True, text=True,
+                         check=True)
+    imp, first = res.stdout.split()[-2:]
+    return float(imp), float(first)
+
+
+def _ops_inputs(rng, num_rois: int, image: int, min_side: float, max_side: float):
+    """``num_rois`` boxes in an image×image frame, sides log-uniform in [min_side, max_side]."""
+    import numpy as np
+
+    wh = np.exp(rng.uniform(np.log(min_side), np.log(max_side), (num_rois, 2)))
+    xy = rng.uniform(0, image - wh)
+    return np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+
+
+def bench_ops(threads: int, repeat: int) -> None:
+    """RoIAlign forward and backward, RoIPool forward and NMS (float32) against torchvision on CPU.
+
+    Shapes: a 1×256×50×50 feature map of an 800×800 image (spatial_scale 1/16), 512 RoIs with sides
+    log-uniform in 16..600 pixels; RoIAlign 14×14, sampling_ratio 2, aligned; RoIPool 7×7; NMS of
+    6,000 boxes (sides 8..300) at IoU 0.7.
+    """
+    import tempfile
+
+    import numpy as np
+    import torch
+    import torchvision
+
+    from minimaskrcnn.ops.nms import nms
+    from minimaskrcnn.ops.roi_align import roi_align, roi_align_backward
+    from minimaskrcnn.ops.roi_pool import roi_pool
+
+    print(f"ops, float32, {threads} thread(s) each; torch {torch.__version__}, torchvision "
+          f"{torchvision.__version__}")
+    # Numba compiles each kernel on its first call; cache=True stores the machine code on disk, so
+    # only the first process on a machine pays. Shown with an empty cache folder, then again.
+    with tempfile.TemporaryDirectory() as cache_dir:
+        imp0, cold = _ops_first_call(cache_dir)
+        imp1, warm = _ops_first_call(cache_dir)
+    print(f"first call of roi_align/roi_align_backward/roi_pool/roi_pool_backward/nms (float32) in a new "
+          f"process: {cold:.2f} s with an empty Numba cache (compiling), {warm:.2f} s in a second process "
+          f"(loaded from the cache); imports {imp0:.2f} s / {imp1:.2f} s")
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 256, 50, 50), dtype=np.float32)
+    rois = np.concatenate([np.zeros((512, 1), np.float32), _ops_inputs(rng, 512, 800, 16, 600)], axis=1)
+    scale = 1.0 / 16
+    dout = rng.standard_normal((512, 256, 14, 14), dtype=np.float32)
+    tx, trois, tdout = torch.from_numpy(x), torch.from_numpy(rois), torch.from_numpy(dout)
+
+    best = _interleaved_best({
+        "ours": lambda: roi_align(x, rois, 14, scale, 2, True),
+        "torch": lambda: torchvision.ops.roi_align(tx, trois, 14, scale, 2, True),
+    }, repeat)
+    report("roi_align forward 1x256x50x50, 512 RoIs, 14x14, sr 2", best["ours"], best["torch"])
+
+    # torchvision's autograd backward of roi_align calls exactly this kernel.
+    best = _interleaved_best({
+        "ours": lambda: roi_align_backward(dout, rois, x.shape, 14, scale, 2, True),
+        "torch": lambda: torch.ops.torchvision._roi_align_backward(
+            tdout, trois, scale, 14, 14, 1, 256, 50, 50, 2, True),
+    }, repeat)
+    report("roi_align backward (same)", best["ours"], best["torch"])
+
+    # torchvision always records the argmax (int32); ours only when asked (training needs it for the
+    # backward, inference does not), so both are timed against the same torchvision call.
+    best = _interleaved_best({
+        "ours": lambda: roi_pool(x, rois, 7, scale, return_argmax=True),
+        "ours_out": lambda: roi_pool(x, rois, 7, scale),
+        "torch": lambda: torchvision.ops.roi_pool(tx, trois, 7, scale),
+    }, repeat)
+    report("roi_pool forward 1x256x50x50, 512 RoIs, 7x7 +argmax", best["ours"], best["torch"])
+    report("roi_pool forward (same), output only", best["ours_out"], best["torch"])
+
+    boxes = _ops_inputs(rng, 6000, 800, 8, 300)
+    scores = rng.random(6000, dtype=np.float32)
+    tboxes, tscores = torch.from_numpy(boxes), torch.from_numpy(scores)
+    best = _interleaved_best({
+        "ours": lambda: nms(boxes, scores, 0.7),
+        "torch": lambda: torchvision.ops.nms(tboxes, tscores, 0.7),
+    }, repeat)
+    report("nms 6000 boxes, IoU 0.7", best["ours"], best["torch"])
+
+
+TARGETS["ops"] = bench_ops
+
+
+# ---- train: one training step of the shapes model ----------------------------------------------------
+
+def bench_train(threads: int, repeat: int) -> None:
+    """One training step (forward, hand-written backward, SGD update) of the shapes preset, batch 8 of
+    128×128 images, against torchvision's MaskRCNN assembled with the same architecture (float32,
+    same batch, same weights). The two are timed alternately, best of ``repeat`` each, so a busy
+    machine slows both alike."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from minimaskrcnn.config import shapes
+    from minimaskrcnn.model import MaskRCNN
+    from minimaskrcnn.model.torch_reference import build_torch_maskrcnn, copy_weights, torch_inputs
+    from minimaskrcnn.nn.optim import SGD
+    from minimaskrcnn.train import batch_of, shapes_dataset
+
+    cfg = shapes()
+    images, targets = batch_of(shapes_dataset(8, seed=0), range(8))
+    model = MaskRCNN(cfg, np.random.default_rng(0))
+    tmodel = build_torch_maskrcnn(cfg, 128, "float32")
+    copy_weights(model, tmodel)
+    tmodel.train()
+    # a tiny learning rate: repeated steps on one batch must not drift far from the starting point
+    opt = SGD(model.parameters(), lr=1e-5, momentum=0.9, weight_decay=1e-4)
+    topt = torch.optim.SGD(tmodel.parameters(), lr=1e-5, momentum=0.9, weight_decay=1e-4)
+    timgs, ttgts = torch_inputs([im.astype(np.float32) / 255 for im in images], targets)
+
+    def ours():
+        model.forward_train(images, targets)
+        opt.zero_grad()
+        model.backward()
+        opt.step()
+
+    def theirs():
+        losses = tmodel(timgs, ttgts)
+        topt.zero_grad()
+        sum(losses.values()).backward()
+        topt.step()
+
+    print(f"train step, float32, {threads} thread(s) each; torch {torch.__version__}")
+    ours()  # warm-up: Numba compilation (cached on disk afterwards)
+    theirs()
+    best_ours = best_theirs = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        theirs()
+        t1 = time.perf_counter()
+        ours()
+        t2 = time.perf_counter()
+        best_theirs, best_ours = min(best_theirs, t1 - t0), min(best_ours, t2 - t1)
+    report("train step (shapes preset, batch 8, 128x128)", best_ours, best_theirs)
+
+
+TARGETS["train"] = bench_train
+
+
 def main(target: str, threads: int = 2, repeat: int = 5) -> int:
     if target not in TARGETS:
         raise SystemExit(f"bench target {target!r} is not available yet (known: {sorted(TARGETS)})")

@@ -239,7 +239,7 @@ def roi_pool_forward(x, rois, spatial_scale, PH, PW):
     fwd = _kernels(x.dtype.name)[2]
     shape = (rois.shape[0], x.shape[1], PH, PW)
     out = cuda.to_device(np.zeros(shape, dtype=x.dtype))
-    argmax = cuda.to_device(np.full(shape, -1, dtype=np.int64))
+    argmax = cuda.to_device(np.full(shape, -1, dtype=np.int32))
     T = x.dtype.type
     _launch(fwd, out.size, cuda.to_device(x), cuda.to_device(rois), T(spatial_scale), PH, PW, out, argmax)
     return out.copy_to_host(), argmax.copy_to_host()

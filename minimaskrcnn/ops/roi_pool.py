@@ -7,8 +7,8 @@ it stays here for the paper's ablation (Table 2c/2d) and as the contrast.
 
 Coordinate frame: boxes (x1, y1, x2, y2) in image pixels, ``spatial_scale`` maps them onto the
 feature map; the rounded RoI covers feature pixels x1r..x2r *inclusive* (the Fast R-CNN "+1").
-Output shape (K, C, PH, PW); ``argmax`` (K, C, PH, PW) int64 holds, per bin, the flat index
-h·W + w of the winning pixel inside its (H, W) plane, or −1 for an empty bin.
+Output shape (K, C, PH, PW); ``argmax`` (K, C, PH, PW) int32 (as torchvision's) holds, per bin, the
+flat index h·W + w of the winning pixel inside its (H, W) plane, or −1 for an empty bin.
 
 Equal to ``torchvision.ops.roi_pool`` (forward) and its autograd backward, in float32 and float64.
 """
@@ -77,7 +77,7 @@ def _forward_reference(x, rois, spatial_scale, PH, PW):
     T = x.dtype.type
     K = rois.shape[0]
     out = np.zeros((K, C, PH, PW), dtype=x.dtype)
-    argmax = np.full((K, C, PH, PW), -1, dtype=np.int64)
+    argmax = np.full((K, C, PH, PW), -1, dtype=np.int32)
     for k in range(K):
         b, bins = _bins_reference(rois[k], T, spatial_scale, PH, PW, H, W)
         for (ph, pw), (hs, he, ws, we) in bins.items():
@@ -124,14 +124,15 @@ def _round_half_away_nb(v):
 
 
 @njit(cache=True, parallel=True)
-def _forward_numba(x, rois, T, spatial_scale, PH, PW, nt):
+def _forward_numba(x, rois, T, spatial_scale, PH, PW, nt, want_argmax):
     """Parallel over RoIs, one chunk per thread. The map is read channels-last, so the running max
-    of a bin is updated for all C channels at once (a vectorizable select per channel)."""
+    of a bin is updated for all C channels at once (a vectorizable select per channel). The argmax
+    is tracked only when asked for (the backward needs it, inference does not)."""
     N, C, H, W = x.shape
     K = rois.shape[0]
     P = PH * PW
     out = np.empty((K, C, P), dtype=x.dtype)
-    argmax = np.empty((K, C, P), dtype=np.int64)
+    argmax = np.empty((K if want_argmax else 0, C, P), dtype=np.int32)
     xt = np.empty((N, H * W, C), dtype=x.dtype)
     for i in prange(N * H):
         n, h = i // H, i % H
@@ -141,7 +142,7 @@ def _forward_numba(x, rois, T, spatial_scale, PH, PW, nt):
     start = T(-3.4028234663852886e38)  # -FLT_MAX, exactly representable in both dtypes
     for t in prange(nt):
         best = np.empty((P, C), dtype=x.dtype)
-        arg = np.empty((P, C), dtype=np.int64)
+        arg = np.empty((P, C), dtype=np.int32)
         hs = np.empty(PH, dtype=np.int64)
         he = np.empty(PH, dtype=np.int64)
         ws = np.empty(PW, dtype=np.int64)
@@ -170,18 +171,25 @@ def _forward_numba(x, rois, T, spatial_scale, PH, PW, nt):
                     ap[:] = -1
                     for h in range(hs[ph], he[ph]):
                         for w in range(ws[pw], we[pw]):
-                            idx = h * W + w
-                            row = v[idx]
-                            for c in range(C):
-                                # strict ">" in row-major order: the first of equal maxima wins
-                                m = row[c] > bp[c]
-                                bp[c] = row[c] if m else bp[c]
-                                ap[c] = idx if m else ap[c]
+                            idx = np.int32(h * W + w)
+                            row = v[h * W + w]
+                            if want_argmax:
+                                for c in range(C):
+                                    # strict ">" in row-major order: the first of equal maxima wins
+                                    m = row[c] > bp[c]
+                                    bp[c] = row[c] if m else bp[c]
+                                    ap[c] = idx if m else ap[c]
+                            else:
+                                for c in range(C):
+                                    bp[c] = row[c] if row[c] > bp[c] else bp[c]
             for c in range(C):
                 for p in range(P):
                     out[k, c, p] = best[p, c]
-                    argmax[k, c, p] = arg[p, c]
-    return out.reshape(K, C, PH, PW), argmax.reshape(K, C, PH, PW)
+            if want_argmax:
+                for c in range(C):
+                    for p in range(P):
+                        argmax[k, c, p] = arg[p, c]
+    return out.reshape(K, C, PH, PW), argmax.reshape(argmax.shape[0], C, PH, PW)
 
 
 @njit(cache=True, parallel=True)
@@ -214,7 +222,7 @@ def roi_pool(input, boxes, output_size, spatial_scale=1.0, *, return_argmax=Fals
     boxes : (K, 5) rows (batch_index, x1, y1, x2, y2) in image pixels, or a list of (L_i, 4) arrays.
     output_size : int or (PH, PW), each >= 1.
     spatial_scale : feature-map size / image size, finite and > 0.
-    return_argmax : also return the (K, C, PH, PW) int64 winning-pixel indices (needed by backward).
+    return_argmax : also return the (K, C, PH, PW) int32 winning-pixel indices (needed by backward).
     backend : "reference" | "numba" | "cuda".
 
     Returns
@@ -226,6 +234,8 @@ def roi_pool(input, boxes, output_size, spatial_scale=1.0, *, return_argmax=Fals
     PH, PW = check_output_size(output_size)
     scale = check_spatial_scale(spatial_scale)
     rois = rois_from_boxes(boxes, x.shape[0], x.dtype, "boxes")
+    if x.shape[2] * x.shape[3] >= 2**31:
+        raise ValueError(f"input planes must have H*W < 2**31 (argmax is int32), got {x.shape}")
     if backend == "reference":
         out, argmax = _forward_reference(x, rois, scale, PH, PW)
     elif backend == "cuda":
@@ -235,7 +245,7 @@ def roi_pool(input, boxes, output_size, spatial_scale=1.0, *, return_argmax=Fals
     else:
         T = x.dtype.type
         nt = max(1, min(numba.get_num_threads(), rois.shape[0]))
-        out, argmax = _forward_numba(x, rois, T, T(scale), PH, PW, nt)
+        out, argmax = _forward_numba(x, rois, T, T(scale), PH, PW, nt, bool(return_argmax))
     return (out, argmax) if return_argmax else out
 
 
@@ -267,7 +277,7 @@ def roi_pool_backward(grad_output, boxes, argmax, input_shape, *, backend="numba
         raise ValueError(f"argmax must have the shape of grad_output {g.shape}, got {argmax.shape}")
     if argmax.size and (argmax.min() < -1 or argmax.max() >= H * W):
         raise ValueError(f"argmax entries must lie in [-1, H*W) = [-1, {H * W})")
-    argmax = np.ascontiguousarray(argmax, dtype=np.int64)
+    argmax = np.ascontiguousarray(argmax, dtype=np.int32)
     if backend == "reference":
         return _backward_reference(g, rois, argmax, (N, C, H, W))
     bidx = rois[:, 0].astype(np.int64)

@@ -34,7 +34,7 @@ def check_against_torchvision(torch, torchvision, x, rois, output_size, spatial_
     for backend in backends:
         got, arg = roi_pool(x, rois, output_size, spatial_scale, return_argmax=True, backend=backend)
         dx = roi_pool_backward(dout, rois, arg, x.shape, backend=backend)
-        assert got.dtype == dtype and dx.dtype == dtype and arg.dtype == np.int64
+        assert got.dtype == dtype and dx.dtype == dtype and arg.dtype == np.int32
         np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=TOL[dtype], err_msg=f"forward, {backend}")
         np.testing.assert_array_equal(arg, want_arg.numpy(), err_msg=f"argmax, {backend}")
         np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=0, atol=TOL[dtype],
