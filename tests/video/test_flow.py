@@ -1,0 +1,119 @@
+"""Optical flow: endpoint error on known translations and rotations, warping, consistency check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from minimaskrcnn.video.flow import forward_backward_consistency, lucas_kanade, warp
+
+H = W = 96
+
+
+def smooth_texture(seed=0, size=192):
+    """A smooth, richly textured (size, size, 3) float image: sums of random sinusoids (analytic, so any
+    sub-pixel shift or rotation of it can be rendered exactly)."""
+    rng = np.random.default_rng(seed)
+    freqs = rng.uniform(0.01, 0.07, (12, 2)) * rng.choice([-1, 1], (12, 2))
+    phases = rng.uniform(0, 2 * np.pi, (12, 3))
+
+    def render(x, y):
+        out = np.zeros(x.shape + (3,))
+        for i in range(12):
+            out += np.sin(2 * np.pi * (freqs[i, 0] * x + freqs[i, 1] * y)[..., None] + phases[i])
+        return (0.5 + out / 12).astype(np.float32)
+
+    return render
+
+
+def epe(flow, true, margin):
+    e = np.linalg.norm(flow - true, axis=-1)
+    return e[margin:-margin, margin:-margin].mean()
+
+
+@pytest.mark.parametrize("d", [(0.0, 0.0), (2.3, -1.7), (7.5, 4.2)])
+def test_translation_endpoint_error(d):
+    render = smooth_texture(1)
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float64)
+    i0 = render(xx, yy)
+    i1 = render(xx - d[0], yy - d[1])  # content moves by +d: i1(x + d) = i0(x)
+    flow = lucas_kanade(i0, i1)
+    assert flow.shape == (H, W, 2) and flow.dtype == np.float32
+    assert epe(flow, np.array(d), margin=12) < 0.05
+
+
+def test_rotation_endpoint_error():
+    # i1 is i0 turned by 3° about the centre c: i1(R(x − c) + c) = i0(x), so flow(x) = R(x − c) + c − x.
+    render = smooth_texture(2)
+    c, th = (W - 1) / 2, np.deg2rad(3.0)
+    rot = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float64)
+    i0 = render(xx, yy)
+    inv = rot.T
+    i1 = render(inv[0, 0] * (xx - c) + inv[0, 1] * (yy - c) + c,
+                inv[1, 0] * (xx - c) + inv[1, 1] * (yy - c) + c)
+    true = np.stack([rot[0, 0] * (xx - c) + rot[0, 1] * (yy - c) + c - xx,
+                     rot[1, 0] * (xx - c) + rot[1, 1] * (yy - c) + c - yy], -1)
+    assert np.abs(true).max() > 2.0  # up to ~2.5 px at the corners
+    assert epe(lucas_kanade(i0, i1), true, margin=8) < 0.1
+
+
+def test_uint8_input_and_init_flow():
+    render = smooth_texture(3)
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float64)
+    i0 = np.rint(render(xx, yy) * 255).astype(np.uint8)
+    i1 = np.rint(render(xx - 3, yy - 1) * 255).astype(np.uint8)
+    f = lucas_kanade(i0, i1, init_flow=np.full((H, W, 2), [2.5, 1.0], np.float32))
+    assert epe(f, np.array([3.0, 1.0]), margin=10) < 0.1
+
+
+def test_warp_integer_and_half_pixel_shifts():
+    rng = np.random.default_rng(0)
+    img = rng.random((6, 7, 2))
+    flow = np.zeros((6, 7, 2), np.float32)
+    out, valid = warp(img, flow)
+    np.testing.assert_allclose(out, img, atol=1e-12)
+    assert valid.all()
+    flow[..., 0] = 1.0  # out(x, y) = img(x + 1, y)
+    out, valid = warp(img, flow)
+    np.testing.assert_allclose(out[:, :-1], img[:, 1:], atol=1e-12)
+    assert valid[:, :-1].all() and not valid[:, -1].any()  # the last column samples x = 7: outside
+    np.testing.assert_allclose(out[:, -1], img[:, -1])  # ... and takes the border value
+    flow[..., 0], flow[..., 1] = 0.0, 0.5  # half a pixel down: the mean of two rows
+    out, _ = warp(img[..., 0], flow)
+    np.testing.assert_allclose(out[:-1], 0.5 * (img[:-1, :, 0] + img[1:, :, 0]), atol=1e-12)
+
+
+def test_warp_bool_mask_and_bad_input():
+    m = np.zeros((5, 5), bool)
+    m[2, 2] = True
+    f = np.zeros((5, 5, 2), np.float32)
+    f[..., 0] = -1.0  # out(x, y) = m(x − 1, y): the pixel appears one to the right
+    out, _ = warp(m, f)
+    assert out.dtype == np.float32 and out[2, 3] == 1.0 and out.sum() == 1.0
+    with pytest.raises(ValueError, match="flow"):
+        warp(m, np.zeros((5, 4, 2), np.float32))
+    with pytest.raises(ValueError, match="finite"):
+        warp(m, np.full((5, 5, 2), np.nan, np.float32))
+    with pytest.raises(ValueError, match="same shape"):
+        lucas_kanade(np.zeros((8, 8)), np.zeros((8, 9)))
+    with pytest.raises(TypeError, match="image0"):
+        lucas_kanade(np.zeros((8, 8), np.int32), np.zeros((8, 8), np.int32))
+    with pytest.raises(ValueError, match="levels"):
+        lucas_kanade(np.zeros((8, 8)), np.zeros((8, 8)), levels=0)
+
+
+def test_forward_backward_consistency():
+    fw = np.zeros((10, 12, 2), np.float32)
+    fw[..., 0] = 2.0
+    bw = -fw
+    ok = forward_backward_consistency(fw, bw)
+    # Consistent wherever x + 2 stays inside the image (columns 0..9 of 12).
+    assert ok[:, :10].all() and not ok[:, 10:].any()
+    # A backward flow that does not return: inconsistent everywhere (|2 + 2|² = 16 > 0.01·8 + 0.5).
+    assert not forward_backward_consistency(fw, fw).any()
+    # Occlusion pattern: the backward flow disagrees on a block → only that block is flagged.
+    bw2 = bw.copy()
+    bw2[3:6, 4:8] = 0.0  # fw lands there from columns 2..5
+    ok2 = forward_backward_consistency(fw, bw2)
+    assert not ok2[3:6, 2:6].any() and ok2[:3, :10].all()
