@@ -4,12 +4,12 @@ architecture with the same weights; plus centred-difference checks of sampled pa
 
 import numpy as np
 import pytest
-from torch_maskrcnn_reference import build_torch_maskrcnn, copy_weights, torch_inputs
 
 from minimaskrcnn.config import shapes, single_level, with_overrides
 from minimaskrcnn.datasets import ShapesDataset
 from minimaskrcnn.model import MaskRCNN
 from minimaskrcnn.model.mask_rcnn import LOSS_NAMES
+from minimaskrcnn.model.torch_reference import build_torch_maskrcnn, copy_weights, torch_inputs
 from minimaskrcnn.nn.gradcheck import rel_error
 
 SIZE = 64

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 from test_equivalence import SIZE, tiny_batch, tiny_config
-from torch_maskrcnn_reference import build_torch_maskrcnn, copy_weights
 
 from minimaskrcnn.model import MaskRCNN
+from minimaskrcnn.model.torch_reference import build_torch_maskrcnn, copy_weights
 
 
 def test_predict_equals_torchvision(torch, torchvision):

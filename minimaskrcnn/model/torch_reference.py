@@ -1,15 +1,18 @@
-"""torchvision's MaskRCNN assembled with the same architecture as a minimaskrcnn config (test helper).
+"""torchvision's MaskRCNN assembled with the same architecture as a minimaskrcnn config.
 
-Only imported by tests that already have torch and torchvision (through the fixtures)."""
+The reference our model is tested against (tests/model/test_equivalence.py) and timed against
+(``minimaskrcnn bench train``). torch and torchvision are imported inside the functions: they are
+test-time dependencies only, never needed to train or run our model."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
 
-def build_torch_maskrcnn(cfg, image_size: int):
+def build_torch_maskrcnn(cfg, image_size: int, dtype: str = "float64"):
     """A ``torchvision.models.detection.MaskRCNN`` whose state_dict keys equal ``MaskRCNN(cfg)``'s,
-    in float64. ``image_size``: the (square) image side, so the transform's resize is the identity."""
+    in ``dtype`` ("float64" or "float32"). ``image_size``: the (square) image side, so the transform's
+    resize is the identity."""
     import torch
     from torch import nn
     from torchvision.models.detection import MaskRCNN
@@ -108,7 +111,7 @@ def build_torch_maskrcnn(cfg, image_size: int):
         mask_head=MaskRCNNHeads(c_out, list(m.layers), m.dilation),
         mask_predictor=MaskRCNNPredictor(m.layers[-1], m.layers[-1], cfg.num_classes),
     )
-    model = model.to(torch.float64)
+    model = model.to(getattr(torch, dtype))
     # torchvision makes the RPN's objectness labels float32 whatever the model's dtype, and
     # BCE-with-logits of a float64 input against a float32 target returns a float32 loss: its
     # objectness loss and every gradient upstream of it would carry float32 rounding (~1e-7).
@@ -117,7 +120,7 @@ def build_torch_maskrcnn(cfg, image_size: int):
 
     def assign_float64(anchors, targets):
         labels, matched = assign(anchors, targets)
-        return [lab.to(torch.float64) for lab in labels], matched
+        return [lab.to(model.rpn.head.cls_logits.weight.dtype) for lab in labels], matched
 
     model.rpn.assign_targets_to_anchors = assign_float64
     return model
@@ -131,12 +134,15 @@ def copy_weights(ours, theirs) -> None:
     theirs.load_state_dict(sd, strict=True)
 
 
-def torch_inputs(images, targets):
+def torch_inputs(images, targets, dtype=None):
+    """Our (H, W, 3) float images in [0, 1] and target dicts as torchvision's inputs (boxes in
+    ``dtype``, default the images' dtype)."""
     import numpy as np
     import torch
 
     timgs = [torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1))) for im in images]
-    ttgts = [{"boxes": torch.from_numpy(np.asarray(t["boxes"], dtype=np.float64)),
+    dtype = dtype or images[0].dtype
+    ttgts = [{"boxes": torch.from_numpy(np.asarray(t["boxes"], dtype=dtype)),
               "labels": torch.from_numpy(np.asarray(t["labels"], dtype=np.int64)),
               "masks": torch.from_numpy(t["masks"].astype(np.uint8))} for t in targets]
     return timgs, ttgts
