@@ -255,6 +255,64 @@ def bench_ops(threads: int, repeat: int) -> None:
 TARGETS["ops"] = bench_ops
 
 
+# ---- train: one training step of the shapes model ----------------------------------------------------
+
+def bench_train(threads: int, repeat: int) -> None:
+    """One training step (forward, hand-written backward, SGD update) of the shapes preset, batch 8 of
+    128×128 images, against torchvision's MaskRCNN assembled with the same architecture (float32,
+    same batch, same weights). The two are timed alternately, best of ``repeat`` each, so a busy
+    machine slows both alike."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from minimaskrcnn.config import shapes
+    from minimaskrcnn.model import MaskRCNN
+    from minimaskrcnn.model.torch_reference import build_torch_maskrcnn, copy_weights, torch_inputs
+    from minimaskrcnn.nn.optim import SGD
+    from minimaskrcnn.train import batch_of, shapes_dataset
+
+    cfg = shapes()
+    images, targets = batch_of(shapes_dataset(8, seed=0), range(8))
+    model = MaskRCNN(cfg, np.random.default_rng(0))
+    tmodel = build_torch_maskrcnn(cfg, 128, "float32")
+    copy_weights(model, tmodel)
+    tmodel.train()
+    # a tiny learning rate: repeated steps on one batch must not drift far from the starting point
+    opt = SGD(model.parameters(), lr=1e-5, momentum=0.9, weight_decay=1e-4)
+    topt = torch.optim.SGD(tmodel.parameters(), lr=1e-5, momentum=0.9, weight_decay=1e-4)
+    timgs, ttgts = torch_inputs([im.astype(np.float32) / 255 for im in images], targets)
+
+    def ours():
+        model.forward_train(images, targets)
+        opt.zero_grad()
+        model.backward()
+        opt.step()
+
+    def theirs():
+        losses = tmodel(timgs, ttgts)
+        topt.zero_grad()
+        sum(losses.values()).backward()
+        topt.step()
+
+    print(f"train step, float32, {threads} thread(s) each; torch {torch.__version__}")
+    ours()  # warm-up: Numba compilation (cached on disk afterwards)
+    theirs()
+    best_ours = best_theirs = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        theirs()
+        t1 = time.perf_counter()
+        ours()
+        t2 = time.perf_counter()
+        best_theirs, best_ours = min(best_theirs, t1 - t0), min(best_ours, t2 - t1)
+    report("train step (shapes preset, batch 8, 128x128)", best_ours, best_theirs)
+
+
+TARGETS["train"] = bench_train
+
+
 def main(target: str, threads: int = 2, repeat: int = 5) -> int:
     if target not in TARGETS:
         raise SystemExit(f"bench target {target!r} is not available yet (known: {sorted(TARGETS)})")
