@@ -1,0 +1,64 @@
+import json
+
+import numpy as np
+from test_equivalence import tiny_config
+
+from minimaskrcnn.cli import main
+from minimaskrcnn.demo import run_demo
+from minimaskrcnn.model import MaskRCNN
+from minimaskrcnn.train import save_model
+
+
+def _tiny_model_file(tmp_path):
+    path = tmp_path / "m.npz"
+    save_model(path, MaskRCNN(tiny_config(**{"roi_heads.detections_per_img": 5}), np.random.default_rng(0)))
+    return path
+
+
+def test_demo_without_checkpoint_says_so(tmp_path, capsys):
+    assert run_demo(out=str(tmp_path / "d.png"), checkpoint=tmp_path / "missing.npz") == 1
+    assert "No trained model is available" in capsys.readouterr().out
+    assert not (tmp_path / "d.png").exists()
+
+
+def test_demo_with_a_model_writes_figure_and_ap(tmp_path, capsys):
+    path = _tiny_model_file(tmp_path)
+    assert run_demo(out=str(tmp_path / "d.png"), num_images=2, checkpoint=path) == 0
+    text = capsys.readouterr().out
+    assert "mask AP" in text and "box  AP" in text
+    assert (tmp_path / "d.png").stat().st_size > 1000
+
+
+def test_evaluate_cli_writes_coco_json_that_pycocotools_scores_alike(tmp_path, capsys, pycocotools):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from minimaskrcnn.evaluation import coco_evaluate
+
+    path = _tiny_model_file(tmp_path)
+    gt, dt = tmp_path / "gt.json", tmp_path / "dt.json"
+    assert main(["evaluate", "--checkpoint", str(path), "--num-images", "3", "--seed", "7",
+                 "--gt-out", str(gt), "--results-out", str(dt)]) == 0
+    gt_data, dets = json.loads(gt.read_text()), json.loads(dt.read_text())
+    coco = COCO(str(gt))
+    for iou_type in ("bbox", "segm"):
+        ev = COCOeval(coco, coco.loadRes(dets), iou_type)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+        ours = coco_evaluate(gt_data, dets, iou_type)["stats"]
+        np.testing.assert_allclose(ours, ev.stats, atol=1e-12)
+
+
+def test_predict_cli_writes_overlays(tmp_path, capsys):
+    from PIL import Image
+
+    from minimaskrcnn.datasets import ShapesDataset
+
+    path = _tiny_model_file(tmp_path)
+    img = tmp_path / "x.png"
+    Image.fromarray(ShapesDataset(1, image_size=64, seed=1)[0]["image"]).save(img)
+    assert main(["predict", str(img), "--checkpoint", str(path), "--out", str(tmp_path / "p"),
+                 "--score-thresh", "0"]) == 0
+    assert (tmp_path / "p" / "x_pred.png").exists()
+    assert "instance(s)" in capsys.readouterr().out
