@@ -12,12 +12,16 @@ along one axis of length H, the number of output positions is
 
 (the last window that fits entirely inside the padded input; PyTorch's floor mode).
 
-Convolution comes in two interchangeable methods, tested equal to each other and to torch:
+Convolution comes in three interchangeable methods, tested equal to each other and to torch:
 
 * ``method="naive"`` — seven nested Python loops, the definition written out; for reading and tests.
-* ``method="im2col"`` (default) — copy every receptive field into one column of a matrix (Numba
-  kernel), then do the whole convolution as a single matrix product (BLAS). A 1×1 convolution
-  needs no im2col at all: it *is* a matrix product on the (strided) input.
+* ``method="col2im"`` — the textbook fast version: copy every receptive field into one column of a
+  matrix (im2col, a Numba kernel), do the convolution as one matrix product (BLAS), and in the
+  backward pass scatter the column gradients back onto the image (col2im, its adjoint).
+* ``method="im2col"`` (default, the fastest) — the same, plus two shortcuts: a 1×1 convolution
+  needs no im2col at all (it *is* a matrix product on the strided input), and for stride 1 the input
+  gradient is itself a convolution (of dout with the flipped filters), computed with im2col + GEMM
+  instead of GEMM + col2im: the same arithmetic, but a copy is cheaper than a scatter-add.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import numpy as np
 from minimaskrcnn._checks import float_array, pair
 from minimaskrcnn.nn import _conv_kernels as _k
 
-CONV_METHODS = ("im2col", "naive")
+CONV_METHODS = ("im2col", "col2im", "naive")
 
 # --------------------------------------------------------------------------------------------------
 # argument checks and scratch memory
@@ -98,7 +102,8 @@ def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, *, method: str = "i
     - w: (C_out, C_in, kH, kW) filters (torch layout).
     - b: (C_out,) bias, or None.
     - stride, padding, dilation: int or (h, w) pair; stride, dilation >= 1, padding >= 0 (zeros).
-    - method: "im2col" (default, Numba + one BLAS matrix product) or "naive" (loops).
+    - method: "im2col" (default, fastest), "col2im" (textbook im2col/col2im) or "naive" (loops);
+      see the module docstring.
 
     Output
     - out: (N, C_out, H', W') with H' = 1 + (H + 2·pad_h − dil_h·(kH − 1) − 1) // stride_h, same for W';
@@ -129,7 +134,7 @@ def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, *, method: str = "i
     if method == "naive":
         out = _conv2d_naive_forward(x, w, b, geometry)
     else:
-        out = _conv2d_im2col_forward(x, w, b, geometry)
+        out = _conv2d_im2col_forward(x, w, b, geometry, shortcuts=method == "im2col")
     return out, (x, w, b is not None, geometry, method)
 
 
@@ -155,7 +160,7 @@ def conv2d_backward(dout, cache):
     if method == "naive":
         dx, dw = _conv2d_naive_backward(dout, x, w, geometry)
     else:
-        dx, dw = _conv2d_im2col_backward(dout, x, w, geometry)
+        dx, dw = _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=method == "im2col")
     return dx, dw, db
 
 
@@ -223,13 +228,13 @@ def _chunks(n_batch: int, length: int):
     return [(n0, min(n0 + per_chunk, n_batch)) for n0 in range(0, n_batch, per_chunk)]
 
 
-def _conv2d_im2col_forward(x, w, b, geometry):
+def _conv2d_im2col_forward(x, w, b, geometry, shortcuts=True):
     sh, sw, ph, pw, dh, dw, hout, wout = geometry
     n_batch, c_in = x.shape[:2]
     c_out, _, kh, kw = w.shape
     length = hout * wout
     w2 = w.reshape(c_out, c_in * kh * kw)
-    if _is_pointwise(w, geometry):
+    if shortcuts and _is_pointwise(w, geometry):
         # 1×1 fast path: no im2col; out[n] = W · x[n] for every image (a stack of BLAS calls).
         xs = np.ascontiguousarray(x[:, :, ::sh, ::sw]).reshape(n_batch, c_in, length)
         out = np.matmul(w2, xs)
@@ -257,14 +262,14 @@ def _conv2d_im2col_forward(x, w, b, geometry):
     return out.reshape(n_batch, c_out, hout, wout)
 
 
-def _conv2d_im2col_backward(dout, x, w, geometry):
+def _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=True):
     sh, sw, ph, pw, dh, dw, hout, wout = geometry
     n_batch, c_in, height, width = x.shape
     c_out, _, kh, kw = w.shape
     length = hout * wout
     w2 = w.reshape(c_out, c_in * kh * kw)
     dout3 = np.ascontiguousarray(dout).reshape(n_batch, c_out, length)
-    if _is_pointwise(w, geometry):
+    if shortcuts and _is_pointwise(w, geometry):
         xs = np.ascontiguousarray(x[:, :, ::sh, ::sw]).reshape(n_batch, c_in, length)
         dw2 = np.zeros_like(w2)
         for n in range(n_batch):  # dW = Σ_n dout[n] · x[n]ᵀ
@@ -276,7 +281,16 @@ def _conv2d_im2col_backward(dout, x, w, geometry):
         dx[:, :, ::sh, ::sw] = dxs
         return dx, dw2.reshape(w.shape)
     x = np.ascontiguousarray(x)
-    dx = np.empty_like(x)
+    dx_by_conv = shortcuts and sh == 1 and sw == 1 and ph <= dh * (kh - 1) and pw <= dw * (kw - 1)
+    if dx_by_conv:
+        # stride 1: dx is a "full" convolution of dout with the flipped filters, channels swapped:
+        # dx[n, c, y, x] = Σ_{o,i,j} dout_pad[n, o, y + i·d, x + j·d] · w[o, c, kH−1−i, kW−1−j],
+        # padded by d·(k − 1) − pad. Same FLOPs as col2im, but an im2col copy instead of a scatter.
+        w_flip = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+        geometry_dx = (1, 1, dh * (kh - 1) - ph, dw * (kw - 1) - pw, dh, dw, height, width)
+        dx = _conv2d_im2col_forward(dout3.reshape(dout.shape), w_flip, None, geometry_dx)
+    else:
+        dx = np.empty_like(x)
     dw2t = np.zeros((w2.shape[1], c_out), dtype=x.dtype)  # dWᵀ: BLAS is faster in this orientation
     for n0, n1 in _chunks(n_batch, length):
         # 1. dout of the chunk in the column layout (C_out, n·L), matching the forward's product.
@@ -291,6 +305,8 @@ def _conv2d_im2col_backward(dout, x, w, geometry):
         _k.im2col(x[n0:n1], cols, kh, kw, sh, sw, ph, pw, dh, dw, hout, wout)
         # 3. dW += dout · colsᵀ (computed as its transpose cols · doutᵀ) and dcols = Wᵀ · dout.
         dw2t += cols.reshape(cols.shape[0], -1) @ d2.T
+        if dx_by_conv:
+            continue
         dcols = _workspace("dcols", cols.shape, x.dtype)
         np.matmul(w2.T, d2, out=dcols.reshape(cols.shape[0], -1))
         # 4. Columns → image: add each entry back where im2col read it.
@@ -312,7 +328,8 @@ def conv_transpose2d_forward(x, w, b, stride=1, padding=0, *, method: str = "im2
     - w: (C_in, C_out, kH, kW) — torch's layout for transposed convolution (C_in first).
     - b: (C_out,) or None.
     - stride, padding: int or (h, w) pair; stride >= 1, padding >= 0.
-    - method: "im2col" (default: one BLAS product, then col2im) or "naive" (loops).
+    - method: "im2col" (default: one BLAS product, then col2im; a reshape when kernel = stride),
+      "col2im" (always col2im) or "naive" (loops).
 
     Output
     - out: (N, C_out, H', W') with H' = (H − 1)·stride_h − 2·pad_h + kH (must be >= 1), same for W';
@@ -345,7 +362,7 @@ def conv_transpose2d_forward(x, w, b, stride=1, padding=0, *, method: str = "im2
     if method == "naive":
         out = _conv_transpose2d_naive_forward(x, w, b, geometry)
     else:
-        out = _conv_transpose2d_im2col_forward(x, w, b, geometry)
+        out = _conv_transpose2d_im2col_forward(x, w, b, geometry, shortcuts=method == "im2col")
     return out, (x, w, b is not None, geometry, method)
 
 
@@ -372,7 +389,7 @@ def conv_transpose2d_backward(dout, cache):
     w2 = w.reshape(c_in, c_out * kh * kw)
     # 1. dcols[(o, i, j), (n, y, x)] = dout[n, o, y·s − p + i, x·s − p + j]: im2col of dout over the
     #    input grid (H × W positions).
-    if _is_tiling(w, geometry):
+    if method == "im2col" and _is_tiling(w, geometry):
         dcols = (np.ascontiguousarray(dout).reshape(n_batch, c_out, height, kh, width, kw)
                  .transpose(1, 3, 5, 0, 2, 4).reshape(c_out * kh * kw, n_batch * length))
     else:
@@ -439,7 +456,7 @@ def _conv_transpose2d_naive_backward(dout, x, w, geometry):
     return dx, dw
 
 
-def _conv_transpose2d_im2col_forward(x, w, b, geometry):
+def _conv_transpose2d_im2col_forward(x, w, b, geometry, shortcuts=True):
     sh, sw, ph, pw, hout, wout = geometry
     n_batch, c_in, height, width = x.shape
     _, c_out, kh, kw = w.shape
@@ -449,7 +466,7 @@ def _conv_transpose2d_im2col_forward(x, w, b, geometry):
     xc = _workspace("dout", (c_in, n_batch, length), x.dtype)
     _k.nchw_to_cnl(np.ascontiguousarray(x).reshape(n_batch, c_in, length), xc)
     w2 = w.reshape(c_in, c_out * kh * kw)
-    if _is_tiling(w, geometry):
+    if shortcuts and _is_tiling(w, geometry):
         # 2a. kernel = stride: the kernel stamps tile the output, so placing them is a transpose.
         cols = w2.T @ xc.reshape(c_in, -1)
         out = (cols.reshape(c_out, kh, kw, n_batch, height, width).transpose(3, 0, 4, 1, 5, 2)

@@ -64,6 +64,9 @@ CONV_EDGE_CASES = {
     "dilation2_odd_sizes": ((1, 2, 9, 7), (2, 2, 3, 3), 1, 2, 2, True),
     "rect_everything": ((2, 2, 7, 9), (3, 2, 3, 2), (2, 1), (1, 2), (2, 1), True),
     "kernel_equals_padded_input": ((1, 1, 3, 3), (1, 1, 5, 5), 1, 1, 1, True),
+    # padding wider than the dilated kernel's reach: dx can't be the "full" convolution shortcut
+    "1x1_kernel_padding1": ((2, 2, 3, 3), (2, 2, 1, 1), 1, 1, 1, True),
+    "k2_padding2": ((1, 2, 4, 3), (2, 2, 2, 2), 1, 2, 1, False),
 }
 
 
@@ -95,8 +98,9 @@ def _check_conv_against_torch(torch, case, dtype, seed=0):
                 assert_close(g, tg, dtype, f"{method} {name}")
         results[method] = (out,) + tuple(g for g in grads if g is not None)
     # the methods agree with each other (not only each with torch)
-    for a, b_ in zip(results["im2col"], results["naive"]):
-        assert rel_error(a, b_) <= TOL[dtype]
+    for method in F.CONV_METHODS:
+        for a, b_ in zip(results[method], results["naive"]):
+            assert rel_error(a, b_) <= TOL[dtype]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -111,15 +115,15 @@ def test_conv2d_random_shapes_match_torch(torch, case, dtype):
     _check_conv_against_torch(torch, case, dtype)
 
 
-@settings(max_examples=12, deadline=None)
-@given(case=conv_cases(max_size=5))
-def test_conv2d_gradcheck(case):
+@settings(max_examples=16, deadline=None)
+@given(case=conv_cases(max_size=5), method=st.sampled_from(["im2col", "col2im"]))
+def test_conv2d_gradcheck(case, method):
     x_shape, w_shape, stride, padding, dilation, bias = case
     x, w, b = _conv_inputs(np.random.default_rng(1), x_shape, w_shape, bias, np.float64)
     inputs = (x, w, b) if bias else (x, w)
 
     def forward(x_, w_, b_=None):
-        return F.conv2d_forward(x_, w_, b_, stride, padding, dilation)
+        return F.conv2d_forward(x_, w_, b_, stride, padding, dilation, method=method)
 
     errors = check_backward(forward, F.conv2d_backward, *inputs, verbose=False)
     assert len(errors) == len(inputs) and max(errors) <= 1e-7
@@ -171,15 +175,16 @@ def test_conv2d_cache_survives_other_calls():
         assert rel_error(g, r) <= 1e-12
 
 
+@pytest.mark.parametrize("method", ["im2col", "col2im"])
 @pytest.mark.parametrize("chunk_columns", [1, 40, 45, 10**9])
-def test_conv2d_image_chunks_agree(monkeypatch, chunk_columns):
+def test_conv2d_image_chunks_agree(monkeypatch, chunk_columns, method):
     # im2col processes the batch in chunks of about CHUNK_COLUMNS output positions. Here each of the
     # 5 images has 4·5 = 20 outputs, so the chunks are: 1 → one image each (the no-transpose path);
     # 40 → 2 + 2 + 1; 45 → 3 + 2 (ceil(45/20) = 3 per chunk); 1e9 → all five at once.
     monkeypatch.setattr(F, "CHUNK_COLUMNS", chunk_columns)
     rng = np.random.default_rng(6)
     x, w, b = _conv_inputs(rng, (5, 2, 4, 5), (3, 2, 3, 3), True, np.float64)
-    out, cache = F.conv2d_forward(x, w, b, 1, 1)
+    out, cache = F.conv2d_forward(x, w, b, 1, 1, method=method)
     ref, ref_cache = F.conv2d_forward(x, w, b, 1, 1, method="naive")
     assert rel_error(out, ref) <= 1e-12
     dout = rng.standard_normal(out.shape)
@@ -284,8 +289,9 @@ def _check_conv_t_against_torch(torch, case, dtype, seed=0):
             else:
                 assert_close(g, tg, dtype, f"{method} {name}")
         results[method] = (out,) + tuple(g for g in grads if g is not None)
-    for a, b_ in zip(results["im2col"], results["naive"]):
-        assert rel_error(a, b_) <= TOL[dtype]
+    for method in F.CONV_METHODS:
+        for a, b_ in zip(results[method], results["naive"]):
+            assert rel_error(a, b_) <= TOL[dtype]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
