@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
 
 from minimaskrcnn._checks import check_finite, float_array, pair
 
@@ -123,3 +124,17 @@ def rois_from_boxes(boxes, num_images: int, dtype, name: str = "boxes") -> np.nd
             raise ValueError(f"{name}: batch index must lie in [0, {num_images}) for an input of "
                              f"{num_images} images, got {bad}")
     return rois
+
+
+@njit(cache=True)
+def transpose_into(src, dst):
+    """``dst[j, i] = src[i, j]`` for 2-D arrays, 16 columns of ``src`` at a time: each pass reads one
+    cache line per row of ``src`` and writes 16 rows of ``dst`` sequentially. The kernels work
+    channels-last and use this to hand back channels-first results (a plain double loop would read
+    or write with a stride of a whole row at every step)."""
+    I, J = src.shape
+    for j0 in range(0, J, 16):
+        j1 = min(J, j0 + 16)
+        for i in range(I):
+            for j in range(j0, j1):
+                dst[j, i] = src[i, j]

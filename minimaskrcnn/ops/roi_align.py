@@ -33,6 +33,7 @@ from minimaskrcnn.ops._roi_common import (
     check_sampling_ratio,
     check_spatial_scale,
     rois_from_boxes,
+    transpose_into,
 )
 
 __all__ = ["roi_align", "roi_align_backward"]
@@ -282,9 +283,7 @@ def _forward_numba(x, rois, T, spatial_scale, PH, PW, sampling_ratio, aligned, n
                     i += 1
                 for c in range(C):
                     a[c] = a[c] / count
-            for c in range(C):
-                for p in range(P):
-                    out[k, c, p] = acc[p, c]
+            transpose_into(acc, out[k])
     return out.reshape(K, C, PH, PW)
 
 
@@ -315,9 +314,7 @@ def _backward_numba(dout, rois, N, H, W, T, spatial_scale, PH, PW, sampling_rati
             pos = np.empty((P * ns, 4), dtype=np.int64)
             wts = np.empty((P * ns, 4), dtype=dout.dtype)
             _precalc_nb(T, H, W, PH, PW, sy, sx, bh, bw, gh, gw, pos, wts)
-            for c in range(cb):  # this block's bin gradients, channels last
-                for p in range(P):
-                    gbuf[p, c] = g3[k, c0 + c, p]
+            transpose_into(g3[k, c0:c0 + cb], gbuf)  # this block's bin gradients, channels last
             d = dxt[int(rois[k, 0])]
             i = 0
             for p in range(P):

@@ -26,6 +26,7 @@ from minimaskrcnn.ops._roi_common import (
     check_output_size,
     check_spatial_scale,
     rois_from_boxes,
+    transpose_into,
 )
 
 __all__ = ["roi_pool", "roi_pool_backward"]
@@ -182,13 +183,9 @@ def _forward_numba(x, rois, T, spatial_scale, PH, PW, nt, want_argmax):
                             else:
                                 for c in range(C):
                                     bp[c] = row[c] if row[c] > bp[c] else bp[c]
-            for c in range(C):
-                for p in range(P):
-                    out[k, c, p] = best[p, c]
+            transpose_into(best, out[k])
             if want_argmax:
-                for c in range(C):
-                    for p in range(P):
-                        argmax[k, c, p] = arg[p, c]
+                transpose_into(arg, argmax[k])
     return out.reshape(K, C, PH, PW), argmax.reshape(argmax.shape[0], C, PH, PW)
 
 
