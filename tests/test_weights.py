@@ -1,12 +1,16 @@
 """Loading torchvision weights: argument mapping, COCO names, strict loading with every key named."""
 
 import inspect
+import os
+import pickle
+import zipfile
 
 import numpy as np
 import pytest
 
 from minimaskrcnn.config import BackboneConfig, resnet50_fpn
 from minimaskrcnn.model.resnet import ResNet
+from minimaskrcnn.pth import UnsafePickleError
 from minimaskrcnn.weights import (
     COCO_CATEGORY_NAMES,
     TORCHVISION_KWARGS,
@@ -169,3 +173,22 @@ def test_load_torchvision_weights_checks_num_classes_before_building(tmp_path, t
         load_torchvision_weights(path, box_thresh=0.5)
     with pytest.raises(FileNotFoundError):
         load_torchvision_weights(tmp_path / "missing.pth")
+
+
+class _RunsCommand:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_file_that_would_run_a_command_is_refused(tmp_path):
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.pth"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("evil/data.pkl", pickle.dumps({"roi_heads.box_predictor.cls_score.weight":
+                                                   _RunsCommand(marker)}, protocol=2))
+    with pytest.raises(UnsafePickleError, match="refusing to load"):
+        load_torchvision_weights(path)
+    assert not marker.exists()
