@@ -32,6 +32,7 @@ import numpy as np
 
 from minimaskrcnn._checks import float_array, pair
 from minimaskrcnn.nn import _conv_kernels as _k
+from minimaskrcnn.nn import _norm_kernels as _nk
 
 CONV_METHODS = ("im2col", "col2im", "naive")
 
@@ -598,7 +599,10 @@ def max_pool2d_backward(dout, cache):
 # --------------------------------------------------------------------------------------------------
 
 
-def group_norm_forward(x, num_groups, gamma, beta, eps=1e-5):
+GROUP_NORM_METHODS = ("numba", "numpy")
+
+
+def group_norm_forward(x, num_groups, gamma, beta, eps=1e-5, *, method: str = "numba"):
     """Group normalisation (Wu & He 2018), as ``torch.nn.functional.group_norm``.
 
     Inputs
@@ -606,10 +610,14 @@ def group_norm_forward(x, num_groups, gamma, beta, eps=1e-5):
     - num_groups: G, dividing C; the C/G channels of a group share one mean and variance per image.
     - gamma, beta: (C,) per-channel scale and shift, or None (no affine transform).
     - eps: added to the variance.
+    - method: "numba" (default: one parallel kernel, sums in float64) or "numpy" (the same
+      formulas as array expressions; easier to read, several passes over memory).
 
     Output: out (same shape as x) = gamma[c] · (x − μ_{n,g}) / sqrt(σ²_{n,g} + eps) + beta[c], with
     μ and σ² (biased) taken over the group's channels and all spatial positions; and the cache.
     """
+    if method not in GROUP_NORM_METHODS:
+        raise ValueError(f"method must be one of {GROUP_NORM_METHODS}, got {method!r}")
     x = float_array(x, "x")
     if x.ndim < 2:
         raise ValueError(f"x must have shape (N, C, ...), got {x.shape}")
@@ -617,12 +625,19 @@ def group_norm_forward(x, num_groups, gamma, beta, eps=1e-5):
     if not isinstance(num_groups, (int, np.integer)) or num_groups < 1 or channels % num_groups:
         raise ValueError(f"num_groups must be a positive int dividing the {channels} channels, "
                          f"got {num_groups!r}")
+    if x.size == 0:
+        raise ValueError(f"x must be non-empty, got shape {x.shape}")
     gamma = _param(gamma, "gamma", (channels,), x, allow_none=True)
     beta = _param(beta, "beta", (channels,), x, allow_none=True)
+    if method == "numba":
+        x3 = np.ascontiguousarray(x).reshape(n_batch, channels, -1)
+        out = np.empty_like(x3)
+        none = np.empty(0, x.dtype)
+        mean, rstd = _nk.group_norm_forward(x3, int(num_groups), none if gamma is None else gamma,
+                                            none if beta is None else beta, float(eps), out)
+        return out.reshape(x.shape), ("numba", x3, mean, rstd, gamma, beta is not None, x.shape)
     # 1. Statistics per (image, group) over the group's C/G channels × spatial positions.
     xg = x.reshape(n_batch, num_groups, -1)
-    if xg.shape[2] == 0:
-        raise ValueError(f"x must have non-empty spatial axes, got {x.shape}")
     mean = xg.mean(axis=2, keepdims=True)
     centred = xg - mean
     var = np.mean(centred * centred, axis=2, keepdims=True)
@@ -633,7 +648,7 @@ def group_norm_forward(x, num_groups, gamma, beta, eps=1e-5):
     out = xhat * gamma.reshape(per_channel) if gamma is not None else xhat.copy()
     if beta is not None:
         out += beta.reshape(per_channel)
-    return out, (xhat, rstd, gamma, beta is not None, num_groups)
+    return out, ("numpy", xhat, rstd, gamma, beta is not None, num_groups)
 
 
 def group_norm_backward(dout, cache):
@@ -644,8 +659,20 @@ def group_norm_backward(dout, cache):
     dx = rstd · (g − mean(g) − x̂ · mean(g · x̂)) — the mean and variance depend on every element,
     which is where the two subtracted terms come from.
     """
-    xhat, rstd, gamma, has_beta, num_groups = cache
     dout = float_array(dout, "dout")
+    if cache[0] == "numba":
+        _, x3, mean, rstd, gamma, has_beta, shape = cache
+        _same_dtype(dout, "dout", x3)
+        if dout.shape != shape:
+            raise ValueError(f"dout must have shape {shape}, got {dout.shape}")
+        dx = np.empty_like(x3)
+        gm = gamma if gamma is not None else np.empty(0, x3.dtype)
+        sum_dy_xhat, sum_dy = _nk.group_norm_backward(np.ascontiguousarray(dout).reshape(x3.shape), x3,
+                                                      mean, rstd, gm, dx)
+        dgamma = sum_dy_xhat.sum(axis=0).astype(x3.dtype) if gamma is not None else None
+        dbeta = sum_dy.sum(axis=0).astype(x3.dtype) if has_beta else None
+        return dx.reshape(shape), dgamma, dbeta
+    _, xhat, rstd, gamma, has_beta, num_groups = cache
     _same_dtype(dout, "dout", xhat)
     if dout.shape != xhat.shape:
         raise ValueError(f"dout must have shape {xhat.shape}, got {dout.shape}")

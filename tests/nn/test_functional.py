@@ -197,8 +197,9 @@ def test_max_pool2d_bad_input():
 
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(1, 3), groups=st.integers(1, 3), per_group=st.integers(1, 3),
-       spatial=st.sampled_from([(), (1,), (1, 1), (3, 2), (2, 3, 2)]), affine=st.booleans(), dtype=DTYPES)
-def test_group_norm_matches_torch(torch, n, groups, per_group, spatial, affine, dtype):
+       spatial=st.sampled_from([(), (1,), (1, 1), (3, 2), (2, 3, 2)]), affine=st.booleans(), dtype=DTYPES,
+       method=st.sampled_from(F.GROUP_NORM_METHODS))
+def test_group_norm_matches_torch(torch, n, groups, per_group, spatial, affine, dtype, method):
     c = groups * per_group
     if np.prod(spatial) * per_group < 3:
         # A group of 1 element has zero variance; in a group of 2 the normalised values are ±1
@@ -210,18 +211,19 @@ def test_group_norm_matches_torch(torch, n, groups, per_group, spatial, affine, 
     beta = rng.standard_normal(c).astype(dtype) if affine else None
 
     def ours(x_, g_, b_):
-        return F.group_norm_forward(x_, groups, g_, b_, eps=1e-5)
+        return F.group_norm_forward(x_, groups, g_, b_, eps=1e-5, method=method)
 
     check_pair_against_torch(torch, ours, F.group_norm_backward,
                              lambda x_, g_, b_: torch.nn.functional.group_norm(x_, groups, g_, b_, 1e-5),
                              [x, gamma, beta], dtype)
 
 
-def test_group_norm_gradcheck():
+@pytest.mark.parametrize("method", F.GROUP_NORM_METHODS)
+def test_group_norm_gradcheck(method):
     rng = np.random.default_rng(7)
     x, gamma, beta = rng.standard_normal((2, 6, 3, 4)), rng.standard_normal(6), rng.standard_normal(6)
-    errors = check_backward(lambda *a: F.group_norm_forward(a[0], 3, a[1], a[2]), F.group_norm_backward,
-                            x, gamma, beta, verbose=False)
+    errors = check_backward(lambda *a: F.group_norm_forward(a[0], 3, a[1], a[2], method=method),
+                            F.group_norm_backward, x, gamma, beta, verbose=False)
     assert len(errors) == 3 and max(errors) <= 1e-7
 
 
@@ -230,8 +232,9 @@ def test_group_norm_golden():
     # = 1.25; with eps = 0 the normalised values are (v − 2.5)/sqrt(1.25); gamma 2 and beta 1 then
     # give 1 + 2·(v − 2.5)/sqrt(1.25).
     x = np.array([[[1.0, 2.0], [3.0, 4.0]]])  # (N=1, C=2, L=2)
-    out, _ = F.group_norm_forward(x, 1, np.array([2.0, 2.0]), np.array([1.0, 1.0]), eps=0.0)
-    np.testing.assert_allclose(out, 1 + 2 * (x - 2.5) / np.sqrt(1.25), rtol=0, atol=1e-15)
+    for method in F.GROUP_NORM_METHODS:
+        out, _ = F.group_norm_forward(x, 1, np.full(2, 2.0), np.ones(2), eps=0.0, method=method)
+        np.testing.assert_allclose(out, 1 + 2 * (x - 2.5) / np.sqrt(1.25), rtol=0, atol=1e-15)
 
 
 def test_group_norm_bad_input():
@@ -244,6 +247,11 @@ def test_group_norm_bad_input():
         F.group_norm_forward(x, 3, np.ones(6), np.zeros(6, np.float32))
     with pytest.raises(TypeError, match="x must have dtype"):
         F.group_norm_forward(x.astype(np.int32), 3, None, None)
+    with pytest.raises(ValueError, match="method must be one of"):
+        F.group_norm_forward(x, 3, None, None, method="torch")
+    out, cache = F.group_norm_forward(x, 3, None, None)
+    with pytest.raises(ValueError, match="dout must have shape"):
+        F.group_norm_backward(out[:1], cache)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
