@@ -313,6 +313,56 @@ def bench_train(threads: int, repeat: int) -> None:
 TARGETS["train"] = bench_train
 
 
+# ---- resnet50: inference of torchvision's maskrcnn_resnet50_fpn -------------------------------------
+
+def bench_resnet50(threads: int, repeat: int) -> None:
+    """Inference on one photo (matplotlib's grace_hopper.jpg, 600×512, resized by both to 938×800 as
+    torchvision's defaults do): our ``predict`` (transform, ResNet-50-FPN, RPN, RoI heads, mask pasting)
+    against torchvision's ``maskrcnn_resnet50_fpn`` forward, float32, the same weights.
+
+    The weights are random (nothing is downloaded), as torchvision builds the model for its COCO
+    weights (FrozenBatchNorm2d body); the class logits are scaled so that detections pass the 0.05
+    score threshold and the mask head runs on all 100 of them — the most work inference can take."""
+    import matplotlib.cbook as cbook
+    import numpy as np
+    import torch
+    import torchvision
+    from PIL import Image
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    from minimaskrcnn.weights import build_model, load_state_dict_named, torchvision_config
+
+    blas = _set_blas_threads(threads)
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as im:
+        image = np.asarray(im.convert("RGB")).copy()
+    torch.manual_seed(0)
+    body = torchvision.models.resnet50(weights=None, norm_layer=FrozenBatchNorm2d)
+    tmodel = torchvision.models.detection.MaskRCNN(_resnet_fpn_extractor(body, 3), num_classes=91).eval()
+    with torch.no_grad():
+        tmodel.roi_heads.box_predictor.cls_score.weight.mul_(30)
+    model = build_model(torchvision_config())
+    load_state_dict_named(model, {k: v.numpy() for k, v in tmodel.state_dict().items()}, "torchvision model")
+    timage = [torch.from_numpy(image).permute(2, 0, 1).float() / 255]
+
+    def ours():
+        return model.predict([image])[0]
+
+    def theirs():
+        with torch.no_grad():
+            return tmodel(timage)[0]
+
+    print(f"maskrcnn_resnet50_fpn inference, float32, {threads} thread(s) each; torch {torch.__version__}, "
+          f"{blas}")
+    n_ours, n_theirs = len(ours()["boxes"]), len(theirs()["boxes"])  # warm-up (Numba compilation)
+    best = _interleaved_best({"ours": ours, "torch": theirs}, repeat, block=1)
+    print(f"detections: ours {n_ours}, torchvision {n_theirs}")
+    report("predict, 1 image 600x512 -> 938x800 (100 masks)", best["ours"], best["torch"])
+
+
+TARGETS["resnet50"] = bench_resnet50
+
+
 def main(target: str, threads: int = 2, repeat: int = 5) -> int:
     if target not in TARGETS:
         raise SystemExit(f"bench target {target!r} is not available yet (known: {sorted(TARGETS)})")
