@@ -197,7 +197,8 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
     if cfg.progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=cfg.steps, initial=step, unit="step", desc="training", dynamic_ncols=True)
+        total = cfg.steps if cfg.minutes is None else None  # on a time budget the step count is unknown
+        bar = tqdm(total=total, initial=step, unit="step", desc="training", dynamic_ncols=True)
     losses = {}
     budget = None if cfg.minutes is None else cfg.minutes * 60.0
     with open(log_path, "a") as log:

@@ -120,13 +120,28 @@ MODULES = ("backbone.body", "backbone.fpn", "rpn.head", "roi_heads.box_head", "r
            "roi_heads.mask_head", "roi_heads.mask_predictor")
 
 
-@pytest.mark.parametrize("mask_loss", ["sigmoid", "softmax"])
-def test_numerical_gradient_of_sampled_parameters(mask_loss):
+@pytest.mark.parametrize("mask_loss,pooler,aligned", [("sigmoid", "align", False),
+                                                      ("softmax", "align", False),
+                                                      ("sigmoid", "align", True),
+                                                      ("sigmoid", "pool", False)])
+def test_numerical_gradient_of_sampled_parameters(mask_loss, pooler, aligned):
     """Centred differences of the total loss for a few entries of every module's parameters, with the
-    proposals held fixed (they are constants of the backward, as in the paper)."""
-    cfg = tiny_config(**{"mask.loss": mask_loss})
+    proposals held fixed (they are constants of the backward, as in the paper). Covers the switches
+    torchvision has no equivalent for: softmax mask loss, RoIPool, aligned RoIAlign."""
+    cfg = tiny_config(**{"mask.loss": mask_loss, "roi_heads.pooler": pooler, "roi_heads.aligned": aligned})
     images, targets = tiny_batch(seed=11)
+    # Noise breaks the exact ties of flat image regions: RoIPool's max over equal values would switch
+    # its argmax under a perturbation of 1e-6 and the centred difference would see a jump.
+    nrng = np.random.default_rng(4)
+    images = [np.clip(im + 0.05 * nrng.standard_normal(im.shape), 0, 1) for im in images]
     model = MaskRCNN(cfg, np.random.default_rng(1)).astype(np.float64)
+    # torchvision's init zeroes the mask head's biases; where RoIPool leaves a whole 3x3 window of
+    # empty (zero) bins, a pre-activation is then exactly 0, on ReLU's kink, and a centred difference
+    # of that bias sees half a slope. Small random biases keep every unit off the kink.
+    brng = np.random.default_rng(5)
+    for name, p in model.named_parameters():
+        if name.endswith("bias"):
+            p.data += 0.01 * brng.standard_normal(p.data.shape)
     model.forward_train(images, targets)
     model.zero_grad()
     model.backward()

@@ -72,3 +72,32 @@ def test_degenerate_boxes_dropped_and_empty_images_train():
     grads = dict((k, p.grad) for k, p in model.named_parameters())
     assert np.all(grads["roi_heads.mask_head.0.0.weight"] == 0)
     assert np.any(grads["rpn.head.cls_logits.weight"] != 0)
+
+
+def test_mask_losses_equal_torch(torch, rng):
+    """sigmoid: BCE on the GT class channel; softmax: cross-entropy against the distribution that
+    puts t on the GT class channel and 1 - t on background (torch's probability-target form)."""
+    import torch.nn.functional as TF
+
+    from minimaskrcnn.model.roi_heads import mask_loss
+
+    K, C, M = 5, 4, 6
+    logits = rng.standard_normal((K, C, M, M)) * 3
+    labels = rng.integers(1, C, K)
+    t = rng.random((K, M, M)) * (rng.random((K, M, M)) < 0.7)
+    for kind in ("sigmoid", "softmax"):
+        loss, d = mask_loss(logits, labels, t, kind)
+        z = torch.from_numpy(logits).requires_grad_()
+        if kind == "sigmoid":
+            picked = z[torch.arange(K), torch.from_numpy(labels)]
+            ref = TF.binary_cross_entropy_with_logits(picked, torch.from_numpy(t))
+        else:
+            q = np.zeros_like(logits)
+            q[np.arange(K), labels] = t
+            q[:, 0] += 1 - t
+            ref = TF.cross_entropy(z, torch.from_numpy(q))  # mean over the K·M·M pixels
+        ref.backward()
+        assert abs(loss - ref.item()) <= 1e-12 * abs(ref.item())
+        np.testing.assert_allclose(d, z.grad.numpy(), rtol=1e-10, atol=1e-15)
+    loss, d = mask_loss(logits[:0], labels[:0], t[:0], "sigmoid")
+    assert loss == 0 and d.shape == (0, C, M, M)
