@@ -66,23 +66,27 @@ def _set_blas_threads(threads: int) -> str:
     return "BLAS thread count not controlled (set OPENBLAS_NUM_THREADS / OMP_NUM_THREADS)"
 
 
-def _interleaved_best(fns: dict, repeat: int, block: int = 2) -> dict:
-    """Best time of each function, run in alternating blocks of ``block`` calls, ``repeat`` rounds.
+def _interleaved_best(fns: dict, repeat: int, block: int = 2) -> tuple[dict, dict]:
+    """Best wall-clock and best process-CPU time of each function, run in alternating blocks of
+    ``block`` calls for ``repeat`` rounds.
 
     Alternating blocks (rather than all of one side, then all of the other) spreads the noise of a
     shared machine over both sides; running a block rather than single calls lets each side's
-    thread pool settle before its timed calls count.
+    thread pool settle before its timed calls count. CPU time (all threads of this process) is
+    insensitive to other processes: with one thread it is the cleanest measure of the work done.
     """
-    best = {name: float("inf") for name in fns}
+    wall = {name: float("inf") for name in fns}
+    cpu = {name: float("inf") for name in fns}
     for fn in fns.values():
         fn()  # warm-up: compile, allocate scratch buffers
     for _ in range(repeat):
         for name, fn in fns.items():
             for _ in range(block):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 fn()
-                best[name] = min(best[name], time.perf_counter() - t0)
-    return best
+                wall[name] = min(wall[name], time.perf_counter() - t0)
+                cpu[name] = min(cpu[name], time.process_time() - c0)
+    return wall, cpu
 
 
 def bench_conv(threads: int, repeat: int) -> None:
@@ -99,13 +103,15 @@ def bench_conv(threads: int, repeat: int) -> None:
     for dtype in (np.float32, np.float64):
         _, cache = F.conv2d_forward(x.astype(dtype), np.ones((2, 2, 3, 3), dtype), None, padding=1)
         F.conv2d_backward(np.ones((1, 2, 5, 5), dtype), cache)
-    print(f"first call (Numba compile or load from cache, float32 + float64): "
+    print(f"first call, float32 + float64 (includes Numba compilation unless cached on disk): "
           f"{time.perf_counter() - t0:.2f} s")
 
     rng = np.random.default_rng(0)
     for n, c, h, w, c_out in ((2, 64, 64, 64, 64), (8, 256, 32, 32, 256)):
-        best = _time_conv_case(rng, (n, c, h, w), c_out, repeat)
-        report(f"conv2d fwd+bwd {n}x{c}x{h}x{w} k3 pad1 {c}->{c_out}", best["ours"], best["torch"])
+        wall, cpu = _time_conv_case(rng, (n, c, h, w), c_out, repeat)
+        report(f"conv2d fwd+bwd {n}x{c}x{h}x{w} k3 pad1 {c}->{c_out}", wall["ours"], wall["torch"])
+        print(f"{'  (process CPU time, all threads)':<48s} ours {cpu['ours'] * 1e3:9.2f} ms   "
+              f"torch {cpu['torch'] * 1e3:9.2f} ms   ours/torch {cpu['ours'] / cpu['torch']:6.2f}x")
 
 
 def _time_conv_case(rng, x_shape, c_out, repeat):
