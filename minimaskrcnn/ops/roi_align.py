@@ -166,6 +166,7 @@ def _backward_reference(dout, rois, input_shape, spatial_scale, PH, PW, sampling
 
 @njit(cache=True)
 def _geometry_nb(roi, T, spatial_scale, PH, PW, sampling_ratio, aligned):
+    """Steps 1-3 of ``_roi_geometry`` (``spatial_scale`` already a ``T``)."""
     off = T(0.5) if aligned else T(0.0)
     start_x = roi[1] * spatial_scale - off
     start_y = roi[2] * spatial_scale - off
@@ -332,10 +333,8 @@ def _backward_numba(dout, rois, N, H, W, T, spatial_scale, PH, PW, sampling_rati
                                     row[c] += g[c] * w / count
                     i += 1
     dx = np.empty((N, C, H * W), dtype=dout.dtype)
-    for i in prange(N * C):
-        n, c = i // C, i % C
-        for q in range(H * W):
-            dx[n, c, q] = dxt[n, q, c]
+    for n in prange(N):
+        transpose_into(dxt[n], dx[n])
     return dx.reshape(N, C, H, W)
 
 
