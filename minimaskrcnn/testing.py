@@ -189,7 +189,8 @@ def check_conv2d(forward, backward=None, *, verbose: bool = True) -> bool:
         _run(report, "forward:  " + name, hint,
              lambda x=x, w=w, b=b, s=s, p=p, d=d: forward(x.copy(), w.copy(), None if b is None else b.copy(),
                                                           s, p, d),
-             lambda r, out=out: _diff(r[0], out, "out"))
+             lambda r, out=out: _diff(r[0], out, "out") if isinstance(r, tuple) and len(r) == 2
+             else (False, "forward must return a tuple (out, cache)"))
         if backward is None:
             continue
         dout = rng.standard_normal(out.shape)

@@ -100,6 +100,12 @@ def test_conv_backward_bugs_caught(bug):
     assert not testing.check_conv2d(forward, backward, verbose=False)  # ...the backward is not
 
 
+def test_conv_forward_must_return_out_and_cache(capsys):
+    forward, _ = student_conv()
+    assert not testing.check_conv2d(lambda *a: forward(*a)[0])
+    assert "forward must return a tuple (out, cache)" in capsys.readouterr().out
+
+
 def test_conv_forward_only_checks_no_backward():
     forward, _ = student_conv()
     assert testing.check_conv2d(forward, None, verbose=False)
