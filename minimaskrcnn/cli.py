@@ -87,6 +87,13 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _vos(args) -> int:
+    from minimaskrcnn.video import benchmark
+
+    return benchmark.main(args.methods, clips=args.clips, json_path=args.json, strips=args.strips,
+                          seed=args.seed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="minimaskrcnn",
@@ -169,6 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="threads for both sides (default 2)")
     p.add_argument("--repeat", type=int, default=5, help="timed repetitions, best is kept (default 5)")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser(
+        "vos",
+        help="video object segmentation: propagate first-frame masks on synthetic clips, print J and F",
+        description="Render the seeded synthetic video benchmark, run each propagation method from the "
+        "first frame's ground-truth masks, and print the DAVIS measures: J&F, J mean/recall/decay, "
+        "F mean/recall/decay per method, and J&F per attribute (control = clips without any).",
+    )
+    p.add_argument("--methods", default="copy,flow",
+                   help="comma-separated propagation methods, e.g. copy,flow (default copy,flow)")
+    p.add_argument("--clips", type=int, default=30, help="number of clips (default 30)")
+    p.add_argument("--json", default=None, help="write the results as JSON here")
+    p.add_argument("--strips", default=None, help="write one PNG frame strip per clip into this folder")
+    p.add_argument("--seed", type=int, default=0, help="seed of the clips (default 0)")
+    p.set_defaults(func=_vos)
     return parser
 
 
