@@ -525,3 +525,34 @@ def test_student_arrays_are_copies():
         return keep
 
     assert testing.check_nms(scribbling, verbose=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# The golden cases mean what their hints say (numbers worked out by hand)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_ramp_golden_values_by_hand():
+    rng = np.random.default_rng(1)
+    cases = {c[0]: c for c in testing._roi_align_cases(rng)}
+    # Channel 0 of the ramp is v(i, j) = i + j/10, linear, so bilinear sampling is exact and a bin's value is
+    # v at the mean sample position. Box (1, 1, 4, 4), 2x2 bins of 1.5 px, 2x2 samples per bin: bin (0, 0)
+    # samples y, x at 1 + 0.375 and 1 + 1.125, mean 1.75 -> 1.75 + 0.175 = 1.925.
+    name, x, boxes, out_size, scale, sr, aligned, _ = cases["ramp 6x7, box (1,1,4,4), 2x2 bins, 2 samples, "
+                                                            "aligned=False"]
+    assert roi_align(x, boxes, out_size, scale, sr, aligned)[0, 0, 0, 0] == pytest.approx(1.925)
+    # aligned=True shifts every sample by -0.5: 1.25 + 0.125 = 1.375.
+    name, x, boxes, out_size, scale, sr, aligned, _ = cases["same box, aligned=True (half-pixel shift)"]
+    assert roi_align(x, boxes, out_size, scale, sr, aligned)[0, 0, 0, 0] == pytest.approx(1.375)
+
+
+def test_roi_pool_half_rounding_golden_by_hand():
+    rng = np.random.default_rng(2)
+    cases = {c[0]: c for c in testing._roi_pool_cases(rng)}
+    name, x, boxes, out_size, scale, _ = cases["box coordinates at .5 after scaling (2.5 -> 3)"]
+    # C round of (2.5, 0.5, 5.5, 4.5) = (3, 1, 6, 5): 4 columns x 5 rows; bin (0, 0) covers rows
+    # floor(0)+1 .. ceil(2.5)+1 = 1..3 and columns 3..4, max of i + j/10 = 3 + 0.4 = 3.4.
+    assert roi_pool(x, boxes, out_size, scale)[0, 0, 0, 0] == pytest.approx(3.4)
+    # NumPy's half-to-even gives (2, 0, 6, 4): 5 columns x 5 rows; bin (0, 0) covers rows 0..2 and
+    # columns 2..4, max 2 + 0.4 = 2.4 - the student bug the case is there to catch.
+    assert student_roi_pool("numpy_round")(x, boxes, out_size, scale)[0, 0, 0, 0] == pytest.approx(2.4)
