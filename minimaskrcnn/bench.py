@@ -224,38 +224,44 @@ def bench_ops(threads: int, repeat: int) -> None:
     dout = rng.standard_normal((512, 256, 14, 14), dtype=np.float32)
     tx, trois, tdout = torch.from_numpy(x), torch.from_numpy(rois), torch.from_numpy(dout)
 
-    best = _interleaved_best({
+    _ops_compare("roi_align forward 1x256x50x50, 512 RoIs, 14x14, sr 2", repeat, {
         "ours": lambda: roi_align(x, rois, 14, scale, 2, True),
         "torch": lambda: torchvision.ops.roi_align(tx, trois, 14, scale, 2, True),
-    }, repeat)
-    report("roi_align forward 1x256x50x50, 512 RoIs, 14x14, sr 2", best["ours"], best["torch"])
-
+    })
     # torchvision's autograd backward of roi_align calls exactly this kernel.
-    best = _interleaved_best({
+    _ops_compare("roi_align backward (same)", repeat, {
         "ours": lambda: roi_align_backward(dout, rois, x.shape, 14, scale, 2, True),
         "torch": lambda: torch.ops.torchvision._roi_align_backward(
             tdout, trois, scale, 14, 14, 1, 256, 50, 50, 2, True),
-    }, repeat)
-    report("roi_align backward (same)", best["ours"], best["torch"])
-
+    })
     # torchvision always records the argmax (int32); ours only when asked (training needs it for the
     # backward, inference does not), so both are timed against the same torchvision call.
-    best = _interleaved_best({
+    _ops_compare("roi_pool forward 1x256x50x50, 512 RoIs, 7x7", repeat, {
         "ours": lambda: roi_pool(x, rois, 7, scale, return_argmax=True),
-        "ours_out": lambda: roi_pool(x, rois, 7, scale),
+        "output only": lambda: roi_pool(x, rois, 7, scale),
         "torch": lambda: torchvision.ops.roi_pool(tx, trois, 7, scale),
-    }, repeat)
-    report("roi_pool forward 1x256x50x50, 512 RoIs, 7x7 +argmax", best["ours"], best["torch"])
-    report("roi_pool forward (same), output only", best["ours_out"], best["torch"])
+    })
 
     boxes = _ops_inputs(rng, 6000, 800, 8, 300)
     scores = rng.random(6000, dtype=np.float32)
     tboxes, tscores = torch.from_numpy(boxes), torch.from_numpy(scores)
-    best = _interleaved_best({
+    _ops_compare("nms 6000 boxes, IoU 0.7", repeat, {
         "ours": lambda: nms(boxes, scores, 0.7),
         "torch": lambda: torchvision.ops.nms(tboxes, tscores, 0.7),
-    }, repeat)
-    report("nms 6000 boxes, IoU 0.7", best["ours"], best["torch"])
+    })
+
+
+def _ops_compare(name: str, repeat: int, fns: dict) -> None:
+    """Time ``fns`` (keys "ours", "torch" and optionally variants of ours) in interleaved blocks and
+    print wall-clock ratios, then process-CPU-time ratios (all threads; insensitive to other
+    processes on a shared machine)."""
+    wall, cpu = _interleaved_best(fns, repeat)
+    for key in fns:
+        if key != "torch":
+            label = name if key == "ours" else f"{name}, {key}"
+            report(label, wall[key], wall["torch"])
+            print(f"{'  (process CPU time, all threads)':<48s} ours {cpu[key] * 1e3:9.2f} ms   "
+                  f"torch {cpu['torch'] * 1e3:9.2f} ms   ours/torch {cpu[key] / cpu['torch']:6.2f}x")
 
 
 TARGETS["ops"] = bench_ops
