@@ -75,7 +75,28 @@ def im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, hout, wout):
         src = x[n, c]
         dst[: oh_lo * wout] = 0
         dst[oh_hi * wout:] = 0
-        # 3. Copy one input row segment per output row (a contiguous run when the stride is 1).
+        if sh == 1 and sw == 1 and wout == width:
+            # 3a. Stride 1, "same" width: output row oh reads input row oh + off_h, and consecutive
+            #     rows are consecutive in memory on both sides, so the whole valid block is ONE
+            #     contiguous copy of the flattened image shifted by off_h·W + off_w (long runs
+            #     instead of one short run per row: much faster on small maps such as RoI features).
+            #     Columns that wrapped around a row edge read a neighbouring row; zero them after.
+            flat = src.reshape(-1)
+            shift = off_h * width + off_w
+            lo = max(oh_lo * wout, -shift)
+            hi = min(oh_hi * wout, height * width - shift)
+            dst[oh_lo * wout: lo] = 0
+            dst[hi: oh_hi * wout] = 0
+            if hi > lo:
+                dst[lo:hi] = flat[lo + shift: hi + shift]
+            for oh in range(oh_lo, oh_hi):
+                base = oh * wout
+                for ow in range(ow_lo):
+                    dst[base + ow] = 0
+                for ow in range(ow_hi, wout):
+                    dst[base + ow] = 0
+            continue
+        # 3b. General case: copy one input row segment per output row (contiguous when stride is 1).
         for oh in range(oh_lo, oh_hi):
             base = oh * wout
             ih = oh * sh + off_h

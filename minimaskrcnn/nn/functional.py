@@ -224,8 +224,11 @@ CHUNK_COLUMNS = 4096
 
 
 def _chunks(n_batch: int, length: int):
-    """Split the batch into runs of images [n0, n1) of about CHUNK_COLUMNS output positions."""
+    """Split the batch into runs of images [n0, n1) of about CHUNK_COLUMNS output positions, as
+    evenly as possible (64 RoIs of 14×14 = 196 positions: 4 chunks of 16, not 21 + 21 + 21 + 1)."""
     per_chunk = max(1, min(n_batch, -(-CHUNK_COLUMNS // length)))
+    n_chunks = -(-n_batch // per_chunk)
+    per_chunk = -(-n_batch // n_chunks)
     return [(n0, min(n0 + per_chunk, n_batch)) for n0 in range(0, n_batch, per_chunk)]
 
 
