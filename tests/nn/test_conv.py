@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from minimaskrcnn.nn import _conv
 from minimaskrcnn.nn import functional as F
 from minimaskrcnn.nn.gradcheck import check_backward, rel_error
 
@@ -181,7 +182,7 @@ def test_conv2d_image_chunks_agree(monkeypatch, chunk_columns, method):
     # im2col processes the batch in chunks of about CHUNK_COLUMNS output positions. Here each of the
     # 5 images has 4·5 = 20 outputs, so the chunks are: 1 → one image each (the no-transpose path);
     # 40 → 2 + 2 + 1; 45 → 3 + 2 (ceil(45/20) = 3 per chunk); 1e9 → all five at once.
-    monkeypatch.setattr(F, "CHUNK_COLUMNS", chunk_columns)
+    monkeypatch.setattr(_conv, "CHUNK_COLUMNS", chunk_columns)
     rng = np.random.default_rng(6)
     x, w, b = _conv_inputs(rng, (5, 2, 4, 5), (3, 2, 3, 3), True, np.float64)
     out, cache = F.conv2d_forward(x, w, b, 1, 1, method=method)
