@@ -26,7 +26,8 @@ def _import_torch(threads: int):
         import torch
         import torchvision  # noqa: F401
     except ImportError:
-        raise SystemExit("minimaskrcnn bench needs torch and torchvision: pip install -e \".[test]\"") from None
+        raise SystemExit("minimaskrcnn bench needs torch and torchvision: "
+                         "pip install -e \".[test]\"") from None
     torch.set_num_threads(threads)
     return torch
 
