@@ -196,6 +196,8 @@ CHUNK_COLUMNS = 4096
 def _chunks(n_batch: int, length: int):
     """Split the batch into runs of images [n0, n1) of about CHUNK_COLUMNS output positions, as
     evenly as possible (64 RoIs of 14×14 = 196 positions: 4 chunks of 16, not 21 + 21 + 21 + 1)."""
+    if n_batch == 0:
+        return []
     per_chunk = max(1, min(n_batch, -(-CHUNK_COLUMNS // length)))
     n_chunks = -(-n_batch // per_chunk)
     per_chunk = -(-n_batch // n_chunks)

@@ -99,7 +99,7 @@ def flatten_forward(x):
     x = float_array(x, "x")
     if x.ndim < 2:
         raise ValueError(f"x must have at least 2 dimensions (N, ...), got shape {x.shape}")
-    return x.reshape(x.shape[0], -1), x.shape
+    return x.reshape(x.shape[0], int(np.prod(x.shape[1:]))), x.shape
 
 
 def flatten_backward(dout, cache):
@@ -182,22 +182,25 @@ def group_norm_forward(x, num_groups, gamma, beta, eps=1e-5, *, method: str = "n
     if x.ndim < 2:
         raise ValueError(f"x must have shape (N, C, ...), got {x.shape}")
     n_batch, channels = x.shape[:2]
+    if channels < 1:
+        raise ValueError(f"x must have at least one channel, got shape {x.shape}")
     if not isinstance(num_groups, (int, np.integer)) or num_groups < 1 or channels % num_groups:
         raise ValueError(f"num_groups must be a positive int dividing the {channels} channels, "
                          f"got {num_groups!r}")
-    if x.size == 0:
-        raise ValueError(f"x must be non-empty, got shape {x.shape}")
+    if int(np.prod(x.shape[2:])) == 0:
+        raise ValueError(f"x must have non-empty spatial axes, got shape {x.shape}")
     gamma = _param(gamma, "gamma", (channels,), x, allow_none=True)
     beta = _param(beta, "beta", (channels,), x, allow_none=True)
     if method == "numba":
-        x3 = np.ascontiguousarray(x).reshape(n_batch, channels, -1)
+        x3 = np.ascontiguousarray(x).reshape(n_batch, channels, int(np.prod(x.shape[2:])))
         out = np.empty_like(x3)
         none = np.empty(0, x.dtype)
         mean, rstd = _nk.group_norm_forward(x3, int(num_groups), none if gamma is None else gamma,
                                             none if beta is None else beta, float(eps), out)
         return out.reshape(x.shape), ("numba", x3, mean, rstd, gamma, beta is not None, x.shape)
     # 1. Statistics per (image, group) over the group's C/G channels × spatial positions.
-    xg = x.reshape(n_batch, num_groups, -1)
+    per_group = channels // num_groups * int(np.prod(x.shape[2:]))  # elements of one group
+    xg = x.reshape(n_batch, num_groups, per_group)
     mean = xg.mean(axis=2, keepdims=True)
     centred = xg - mean
     var = np.mean(centred * centred, axis=2, keepdims=True)
@@ -241,8 +244,9 @@ def group_norm_backward(dout, cache):
     reduce_axes = (0,) + tuple(range(2, xhat.ndim))
     dgamma = (dout * xhat).sum(axis=reduce_axes) if gamma is not None else None
     dbeta = dout.sum(axis=reduce_axes) if has_beta else None
-    g = (dout * gamma.reshape(per_channel) if gamma is not None else dout).reshape(n_batch, num_groups, -1)
-    xg = xhat.reshape(n_batch, num_groups, -1)
+    group_shape = (n_batch, num_groups, channels // num_groups * int(np.prod(xhat.shape[2:])))
+    g = (dout * gamma.reshape(per_channel) if gamma is not None else dout).reshape(group_shape)
+    xg = xhat.reshape(group_shape)
     dx = rstd * (g - g.mean(axis=2, keepdims=True) - xg * (g * xg).mean(axis=2, keepdims=True))
     return dx.reshape(xhat.shape), dgamma, dbeta
 

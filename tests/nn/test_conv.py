@@ -193,6 +193,22 @@ def test_conv2d_image_chunks_agree(monkeypatch, chunk_columns, method):
         assert rel_error(g, r) <= 1e-12
 
 
+@pytest.mark.parametrize("method", F.CONV_METHODS)
+def test_empty_batch(method):
+    # The mask head sees N = 0 RoIs when an image has no positive proposal: shapes as torch gives
+    # them, zero weight gradients.
+    x = np.zeros((0, 4, 6, 6))
+    for w_shape, stride, padding in (((3, 4, 3, 3), 1, 1), ((3, 4, 3, 3), 2, 1), ((3, 4, 1, 1), 1, 0)):
+        out, cache = F.conv2d_forward(x, np.ones(w_shape), np.ones(3), stride, padding, method=method)
+        assert out.shape == (0, 3, 6 // stride, 6 // stride)
+        dx, dw, db = F.conv2d_backward(out, cache)
+        assert dx.shape == x.shape and not dw.any() and not db.any()
+    out, cache = F.conv_transpose2d_forward(x, np.ones((4, 3, 2, 2)), np.ones(3), 2, method=method)
+    assert out.shape == (0, 3, 12, 12)
+    dx, dw, db = F.conv_transpose2d_backward(out, cache)
+    assert dx.shape == x.shape and dw.shape == (4, 3, 2, 2) and not dw.any() and not db.any()
+
+
 def test_conv2d_non_contiguous_input():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((5, 5, 3, 2)).transpose(3, 2, 0, 1)  # (2, 3, 5, 5), a strided view

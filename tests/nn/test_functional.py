@@ -340,3 +340,25 @@ def test_upsample_nearest2d_gradcheck_and_bad_input():
         F.upsample_nearest2d_forward(x, None)
     with pytest.raises(ValueError, match="x must be 4-D"):
         F.upsample_nearest2d_forward(x[0], (2, 2))
+
+
+def test_empty_batch():
+    # N = 0 (an image without positive RoIs reaching the mask head) flows through every op.
+    x = np.zeros((0, 4, 6, 6))
+    one = np.ones(4)
+    pairs = [
+        (lambda: F.linear_forward(np.zeros((0, 4)), np.ones((3, 4)), np.ones(3)), F.linear_backward, (0, 3)),
+        (lambda: F.relu_forward(x), F.relu_backward, x.shape),
+        (lambda: F.flatten_forward(x), F.flatten_backward, (0, 144)),
+        (lambda: F.max_pool2d_forward(x, 3, 2, 1), F.max_pool2d_backward, (0, 4, 3, 3)),
+        (lambda: F.frozen_batch_norm_forward(x, one, one, one, one), F.frozen_batch_norm_backward, x.shape),
+        (lambda: F.upsample_nearest2d_forward(x, (9, 9)), F.upsample_nearest2d_backward, (0, 4, 9, 9)),
+    ] + [(lambda m=m: F.group_norm_forward(x, 2, one, one, method=m), F.group_norm_backward, x.shape)
+         for m in F.GROUP_NORM_METHODS]
+    for forward, backward, out_shape in pairs:
+        out, cache = forward()
+        assert out.shape == out_shape
+        grads = backward(out, cache)
+        dx = grads[0] if isinstance(grads, tuple) else grads
+        assert dx.shape == (x.shape if out_shape != (0, 3) else (0, 4))
+
