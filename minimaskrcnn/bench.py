@@ -67,14 +67,16 @@ def _set_blas_threads(threads: int) -> str:
     return "BLAS thread count not controlled (set OPENBLAS_NUM_THREADS / OMP_NUM_THREADS)"
 
 
-def _interleaved_best(fns: dict, repeat: int, block: int = 2) -> tuple[dict, dict]:
+def _interleaved_best(fns: dict, repeat: int, block: int = 2, pause: float = 0.3) -> tuple[dict, dict]:
     """Best wall-clock and best process-CPU time of each function, run in alternating blocks of
     ``block`` calls for ``repeat`` rounds.
 
     Alternating blocks (rather than all of one side, then all of the other) spreads the noise of a
-    shared machine over both sides; running a block rather than single calls lets each side's
-    thread pool settle before its timed calls count. CPU time (all threads of this process) is
-    insensitive to other processes: with one thread it is the cleanest measure of the work done.
+    shared machine over both sides. Before each block we pause: the thread pools of OpenMP (torch)
+    and OpenBLAS (numpy) keep their workers busy-waiting for a while after a call, and without the
+    pause those spinning workers of one side steal the cores from the other (measured: both sides
+    2–10× slower). CPU time (all threads of this process) is insensitive to other processes: with
+    one thread it is the cleanest measure of the work done.
     """
     wall = {name: float("inf") for name in fns}
     cpu = {name: float("inf") for name in fns}
@@ -82,6 +84,7 @@ def _interleaved_best(fns: dict, repeat: int, block: int = 2) -> tuple[dict, dic
         fn()  # warm-up: compile, allocate scratch buffers
     for _ in range(repeat):
         for name, fn in fns.items():
+            time.sleep(pause)
             for _ in range(block):
                 t0, c0 = time.perf_counter(), time.process_time()
                 fn()
@@ -358,19 +361,22 @@ def bench_resnet50(threads: int, repeat: int) -> None:
     load_state_dict_named(model, {k: v.numpy() for k, v in tmodel.state_dict().items()}, "torchvision model")
     timage = [torch.from_numpy(image).permute(2, 0, 1).float() / 255]
 
+    found = {}  # detections of the last call of each side
+
     def ours():
-        return model.predict([image])[0]
+        found["ours"] = len(model.predict([image])[0]["boxes"])
 
     def theirs():
         with torch.no_grad():
-            return tmodel(timage)[0]
+            found["torch"] = len(tmodel(timage)[0]["boxes"])
 
     print(f"maskrcnn_resnet50_fpn inference, float32, {threads} thread(s) each; torch {torch.__version__}, "
           f"{blas}")
-    n_ours, n_theirs = len(ours()["boxes"]), len(theirs()["boxes"])  # warm-up (Numba compilation)
-    best = _interleaved_best({"ours": ours, "torch": theirs}, repeat, block=1)
-    print(f"detections: ours {n_ours}, torchvision {n_theirs}")
-    report("predict, 1 image 600x512 -> 938x800 (100 masks)", best["ours"], best["torch"])
+    wall, cpu = _interleaved_best({"ours": ours, "torch": theirs}, repeat, block=1)
+    print(f"detections: ours {found['ours']}, torchvision {found['torch']}")
+    report("predict, 1 image 600x512 -> 938x800 (100 masks)", wall["ours"], wall["torch"])
+    print(f"{'  (process CPU time, all threads)':<48s} ours {cpu['ours'] * 1e3:9.2f} ms   "
+          f"torch {cpu['torch'] * 1e3:9.2f} ms   ours/torch {cpu['ours'] / cpu['torch']:6.2f}x")
 
 
 TARGETS["resnet50"] = bench_resnet50
