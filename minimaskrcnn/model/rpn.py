@@ -188,7 +188,7 @@ class RegionProposalNetwork(Module):
         d_box = grads[1] * dout[1]
         starts = np.cumsum([0] + level_sizes)
         per_level = []
-        for lvl, (o_shape, d_shape) in enumerate(zip(*zip(*shapes))):
+        for lvl, (o_shape, d_shape) in enumerate(shapes):
             s, e = starts[lvl], starts[lvl + 1]
             per_level.append((_unflatten(d_obj[:, s:e, None], 1, o_shape),
                               _unflatten(d_box[:, s:e], 4, d_shape)))
