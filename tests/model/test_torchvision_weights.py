@@ -19,6 +19,7 @@ padded to 320 x 256) to keep the test short; both sides get the same torchvision
 import os
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -125,10 +126,14 @@ def test_outputs_equal_torchvision(saved):
     np.testing.assert_array_equal(det["labels"][:TOP], ref["labels"][:TOP])  # and in the same order
 
 
-def test_loads_without_torch(saved, tmp_path):
-    """In a process where ``import torch`` fails: load the file, run the backbone on a fixed input; the
+def test_loads_without_torch(saved, tmp_path, torch):
+    """In a process where ``import torch`` fails: load the file — in torch's legacy (pre-1.6) format,
+    the format of torchvision's released COCO weights — and run the backbone on a fixed input; the
     maps equal torchvision's backbone on the same input."""
-    path, tv, _, _ = saved
+    _, tv, _, _ = saved
+    path = tmp_path / "legacy.pth"
+    torch.save(tv.state_dict(), path, _use_new_zipfile_serialization=False)
+    assert not zipfile.is_zipfile(path)
     out = tmp_path / "features.npz"
     code = (
         "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
@@ -144,8 +149,6 @@ def test_loads_without_torch(saved, tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert res.returncode == 0, res.stderr[-2000:]
-    import torch
-
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, 64, 96)).astype(np.float32))
     with torch.no_grad():
         expected = list(tv.backbone(x).values())
