@@ -50,7 +50,8 @@ class TwoMLPHead(Module):
 
     def forward(self, x):
         self._push(x.shape)
-        return self.relu7(self.fc7(self.relu6(self.fc6(x.reshape(x.shape[0], -1)))))
+        flat = x.reshape(x.shape[0], int(np.prod(x.shape[1:])))  # (R, C·7·7); R may be 0
+        return self.relu7(self.fc7(self.relu6(self.fc6(flat))))
 
     def backward(self, dout):
         shape = self._pop()
@@ -206,10 +207,13 @@ class RoIHeads(Module):
         # Box branch
         pooled, pool_cache = self._pool(features, rois, image_sizes, self.cfg.box_output_size)
         class_logits, box_regression = self.box_predictor(self.box_head(pooled))
-        loss_cls, d_cls = softmax_cross_entropy(class_logits, labels)
+        if labels.size:
+            loss_cls, d_cls = softmax_cross_entropy(class_logits, labels)
+        else:  # no RoI at all (no proposal survived and no GT): nothing to classify, not NaN
+            loss_cls, d_cls = 0.0, np.zeros_like(class_logits)
         pos = np.flatnonzero(labels > 0)
         n_sampled = max(labels.size, 1)
-        reg = box_regression.reshape(labels.size, -1, 4)
+        reg = box_regression.reshape(labels.size, self.num_classes, 4)
         loss_box, d_pos = smooth_l1(reg[pos, labels[pos]], reg_targets[pos], beta=self.cfg.smooth_l1_beta,
                                     reduction="sum")
         d_reg = np.zeros_like(reg)

@@ -62,3 +62,16 @@ def test_predict_cli_writes_overlays(tmp_path, capsys):
                  "--score-thresh", "0"]) == 0
     assert (tmp_path / "p" / "x_pred.png").exists()
     assert "instance(s)" in capsys.readouterr().out
+
+
+def test_evaluate_cli_on_a_coco_folder(tmp_path, capsys):
+    from minimaskrcnn.datasets import ShapesDataset
+    from minimaskrcnn.datasets.coco import export_coco
+
+    export_coco(ShapesDataset(2, image_size=64, seed=3), tmp_path / "coco")
+    path = _tiny_model_file(tmp_path)
+    dt = tmp_path / "dt.json"
+    assert main(["evaluate", "--checkpoint", str(path), "--dataset", str(tmp_path / "coco"),
+                 "--num-images", "2", "--results-out", str(dt)]) == 0
+    assert "mask AP" in capsys.readouterr().out
+    assert {d["image_id"] for d in json.loads(dt.read_text())} <= {0, 1}

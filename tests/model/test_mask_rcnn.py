@@ -101,3 +101,19 @@ def test_mask_losses_equal_torch(torch, rng):
         np.testing.assert_allclose(d, z.grad.numpy(), rtol=1e-10, atol=1e-15)
     loss, d = mask_loss(logits[:0], labels[:0], t[:0], "sigmoid")
     assert loss == 0 and d.shape == (0, C, M, M)
+
+
+def test_roi_heads_with_no_roi_at_all():
+    """No proposal and no GT: every RoI loss is 0 (not NaN) and the backward gives zero gradients."""
+    model = MaskRCNN(tiny_config(), np.random.default_rng(0))
+    images, _ = tiny_batch()
+    x, sizes, _, _ = model._transform()(images)
+    feats = model.backbone(x)
+    empty = {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64),
+             "masks": np.zeros((0, SIZE, SIZE), bool)}
+    _, losses = model.roi_heads(feats[:4], [np.zeros((0, 4), np.float32)] * 2, sizes, [empty] * 2,
+                                np.random.default_rng(0))
+    assert losses == {"loss_classifier": 0.0, "loss_box_reg": 0.0, "loss_mask": 0.0}
+    grads = model.roi_heads.backward()
+    assert all(np.all(g == 0) for g in grads)
+    model.clear_cache()
