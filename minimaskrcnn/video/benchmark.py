@@ -164,7 +164,14 @@ def write_strip(path: str, frames: np.ndarray, gt_ids: np.ndarray, predictions: 
 def main(methods: str, clips: int = 30, json_path: str | None = None, strips: str | None = None,
          seed: int = 0) -> int:
     """Entry point of ``minimaskrcnn vos``: run, print the tables, write the JSON (and strips)."""
+    import sys
+
     names = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METHODS]
+    if not names or unknown or clips < 1:
+        print(f"minimaskrcnn vos: error: unknown or no method(s) {unknown} (available: "
+              f"{', '.join(sorted(METHODS))}), or --clips < 1", file=sys.stderr)
+        return 2
     start = time.perf_counter()
     results = run_benchmark(names, num_clips=clips, seed=seed, strips_dir=strips,
                             log=lambda s: print(s, flush=True))

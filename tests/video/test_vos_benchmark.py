@@ -47,6 +47,11 @@ def test_vos_command_writes_json(tmp_path, capsys):
     assert np.isfinite(r["seconds"])
 
 
+def test_vos_command_refuses_unknown_method(capsys):
+    assert cli_main(["vos", "--methods", "copy,redetect-not-here", "--clips", "1"]) == 2
+    assert "available: copy" in capsys.readouterr().err
+
+
 def test_unknown_method_and_bad_count():
     with pytest.raises(ValueError, match="available"):
         run_benchmark(["copy", "osvos-not-here"], num_clips=1)
