@@ -130,11 +130,13 @@ def propagate_flow(frames, first_mask, *, motion: str = "affine", refine: bool =
     For each frame t = 1..T−1:
       1. Flows both ways with pyramidal Lucas–Kanade: bw from frame t to frame t−1 (defined on frame
          t's grid, what backward warping needs) and fw from t−1 to t (only for the consistency check).
-      2. Backward-warp the previous labels, one channel per label (one-hot, bilinear):
+      2. Backward-warp the previous label probabilities P_{t−1} (one channel per label, bilinear;
+         frame 0's one-hot labels to start):
          motion="dense": P_t(x) = P_{t−1}(x + bw(x)) with the per-pixel flow;
          motion="affine" (default): per object, an affine motion x_t = A·x_{t−1} + c is fitted (least
-         squares, trimmed) to the forward flow of the object's *interior* pixels (2 pixels from its
-         boundary, forward–backward consistent), and the object's mask is warped by that motion.
+         squares, trimmed, A regularised towards the identity — see ``_fit_affine``) to the forward
+         flow of the object's *interior* pixels (2 pixels from its boundary, forward–backward
+         consistent), and the object's channel is warped by that motion; background = 1 − objects.
          Window-based flow is least reliable exactly at the object boundary, where the window mixes
          object and background motion; a dense warp erodes or dilates the mask a little every frame
          and the error accumulates, while the interior fit is immune to it.
@@ -195,8 +197,8 @@ def propagate_flow(frames, first_mask, *, motion: str = "affine", refine: bool =
             fused = soft * colour.posterior(frames[t]) ** refine_weight
             fused /= fused.sum(-1, keepdims=True)
             probs[near] = fused[near]
-        # Sharpen (p^γ, renormalised): keeps label edges a pixel or two wide against the blur of
-        # repeated bilinear warps, without moving the 0.5 crossing.
+        # Optional sharpening (p^γ, renormalised; γ = 1 is off): narrows label edges against the blur
+        # of repeated bilinear warps without moving the 0.5 crossing of a smooth edge.
         probs = np.maximum(probs, 0.0) ** sharpen
         probs /= np.maximum(probs.sum(-1, keepdims=True), 1e-12)
         prev_probs = probs.astype(np.float32)
