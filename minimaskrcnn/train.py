@@ -206,10 +206,10 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
         while step < cfg.steps:
             elapsed = time.perf_counter() - t_start
             if budget is not None:
-                if elapsed >= budget:
-                    break
                 if decay_step is None and elapsed >= (1 - cfg.decay_fraction) * budget:
                     decay_step = step
+                if elapsed >= budget:
+                    break
             t0 = time.perf_counter()
             first = step * cfg.batch_size
             images, targets = batch_of(data, [i % pool for i in range(first, first + cfg.batch_size)])

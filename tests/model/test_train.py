@@ -98,3 +98,14 @@ def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
     assert meta2["step"] == meta["step"] == 3
     assert all(np.array_equal(before[k], after[k]) for k in before)
     assert [f for f in os.listdir(cfg.out) if f.endswith(".tmp")] == []
+
+
+def test_time_budget_stops_the_run(tmp_path):
+    """--minutes: the run stops on time (well before its step bound) and records where the lr decay began."""
+    cfg = _cfg(tmp_path, steps=10**6, minutes=0.05)  # 3 seconds
+    out = train(cfg, _model_cfg())
+    assert 1 <= out["step"] < 10**6
+    _, meta = load_checkpoint(os.path.join(cfg.out, "checkpoint.npz"))
+    assert meta["step"] == out["step"] and meta["decay_step"] is not None
+    lrs = [r["lr"] for r in _log(cfg.out)]
+    assert len(lrs) == out["step"]
