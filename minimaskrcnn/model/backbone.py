@@ -11,8 +11,11 @@ The "small" body of the shapes recipe, for an input of H x W (padded to a multip
     layer3 ...                                                         H/16  ("2", or C4)
     layer4 ...                                                         H/32  ("3", or C5)
 
-Each stage is one torchvision-style BasicBlock (names conv1/bn1/conv2/bn2 even though the norm is a
-GroupNorm, exactly as torchvision's ResNet built with ``norm_layer=GroupNorm``). With
+(``arch="resnet50"`` builds torchvision's ResNet-50 instead: 7x7 stem + max pool, Bottleneck stages of
+3, 4, 6, 3 blocks, FrozenBatchNorm — the body of ``maskrcnn_resnet50_fpn``.)
+
+Each stage of the small body is one torchvision-style BasicBlock (names conv1/bn1/conv2/bn2 even though
+the norm is a GroupNorm, exactly as torchvision's ResNet built with ``norm_layer=GroupNorm``). With
 ``residual=True`` the block adds ``downsample(x)`` (1x1 stride-2 conv + norm) before the last ReLU.
 Conv output size: H' = 1 + (H + 2·1 − 3) // 2 = ceil(H / 2) for a stride-2 3x3 conv with padding 1.
 """
