@@ -19,14 +19,29 @@ def _bench(args) -> int:
 
 
 def _train(args) -> int:
+    import ast
+
+    from minimaskrcnn.config import get_preset, single_level, with_overrides
     from minimaskrcnn.train import TrainConfig, train
 
+    overrides = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects FIELD=VALUE (e.g. mask.loss=softmax), got {item!r}")
+        try:
+            overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[key] = value  # a bare word: a string such as softmax or pool
+    model_config = with_overrides(get_preset(args.preset), **overrides)
+    if args.single_level is not None:
+        model_config = single_level(model_config, args.single_level)
     cfg = TrainConfig(preset=args.preset, steps=args.steps if args.steps is not None else
                       (10**7 if args.minutes is not None else TrainConfig.steps),
                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, out=args.out,
                       minutes=args.minutes, eval_images=args.eval_images,
                       checkpoint_every=args.checkpoint_every)
-    out = train(cfg, resume=args.resume)
+    out = train(cfg, model_config, resume=args.resume)
     minutes = out["seconds"] / 60
     print(f"trained {out['step']} steps in {minutes:.1f} min; model saved to {args.out}/model.npz")
     return 0
@@ -133,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps between checkpoints (default 100)")
     p.add_argument("--eval-images", type=int, default=200, help="fresh images evaluated at the end "
                    "(default 200; 0 skips)")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="change a model config field, e.g. --set mask.loss=softmax "
+                   "--set roi_heads.pooler=pool (repeatable; the paper's ablations)")
+    p.add_argument("--single-level", type=int, choices=[16, 32], default=None,
+                   help="no FPN: the heads read one map of this stride (C4 = 16, C5 = 32)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser(

@@ -75,3 +75,22 @@ def test_evaluate_cli_on_a_coco_folder(tmp_path, capsys):
                  "--num-images", "2", "--results-out", str(dt)]) == 0
     assert "mask AP" in capsys.readouterr().out
     assert {d["image_id"] for d in json.loads(dt.read_text())} <= {0, 1}
+
+
+def test_train_cli_switches(tmp_path, monkeypatch):
+    """--set and --single-level reach the model config the run is built from (the run is stubbed)."""
+    import minimaskrcnn.train as T
+
+    seen = {}
+
+    def fake_train(cfg, model_config=None, resume=False):
+        seen["cfg"], seen["model"] = cfg, model_config
+        return {"step": 0, "seconds": 0.0}
+
+    monkeypatch.setattr(T, "train", fake_train)
+    assert main(["train", "--steps", "3", "--out", str(tmp_path), "--set", "mask.loss=softmax",
+                 "--set", "roi_heads.pooler=pool", "--set", "rpn.nms_thresh=0.6",
+                 "--single-level", "32"]) == 0
+    m = seen["model"]
+    assert m.mask.loss == "softmax" and m.roi_heads.pooler == "pool" and m.rpn.nms_thresh == 0.6
+    assert not m.backbone.fpn and m.backbone.single_level_stride == 32 and seen["cfg"].steps == 3
