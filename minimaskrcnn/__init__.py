@@ -15,3 +15,39 @@ if "NUMBA_THREADING_LAYER" not in _os.environ:
     _os.environ["NUMBA_THREADING_LAYER"] = "workqueue"  # read when numba is first imported
     if "numba" in _sys.modules:  # imported before us: set its live config too
         _sys.modules["numba"].config.THREADING_LAYER = "workqueue"
+
+# The public API, imported on first use (PEP 562) so that ``import minimaskrcnn`` stays light and the
+# threading layer above is set before Numba loads:
+#   model = minimaskrcnn.load_model("data/shapes_model.npz")           # our trained checkpoint
+#   model = minimaskrcnn.load_torchvision_weights("maskrcnn.pth")      # torchvision's COCO weights
+#   detections = model.predict([image_uint8_hxwx3])
+_LAZY = {
+    "MaskRCNN": "minimaskrcnn.model.mask_rcnn",
+    "MaskRCNNConfig": "minimaskrcnn.config",
+    "get_preset": "minimaskrcnn.config",
+    "TrainConfig": "minimaskrcnn.train",
+    "train": "minimaskrcnn.train",
+    "load_model": "minimaskrcnn.train",
+    "save_model": "minimaskrcnn.train",
+    "evaluate_model": "minimaskrcnn.train",
+    "load_torchvision_weights": "minimaskrcnn.weights",
+    "COCO_CATEGORY_NAMES": "minimaskrcnn.weights",
+    "ShapesDataset": "minimaskrcnn.datasets.shapes",
+    "coco_evaluate": "minimaskrcnn.evaluation.coco",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'minimaskrcnn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

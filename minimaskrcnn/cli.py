@@ -18,9 +18,17 @@ def _bench(args) -> int:
     return bench.main(args.target, threads=args.threads, repeat=args.repeat)
 
 
-def _train(args) -> int:
+def _literal(value: str):
+    """A Python literal (``0.7``, ``True``, ``(16, 32)``) or, failing that, the bare word as a string."""
     import ast
 
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value  # a bare word: a string such as softmax or pool
+
+
+def _train(args) -> int:
     from minimaskrcnn.config import get_preset, single_level, with_overrides
     from minimaskrcnn.train import TrainConfig, train
 
@@ -29,10 +37,7 @@ def _train(args) -> int:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--set expects FIELD=VALUE (e.g. mask.loss=softmax), got {item!r}")
-        try:
-            overrides[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            overrides[key] = value  # a bare word: a string such as softmax or pool
+        overrides[key] = _literal(value)
     model_config = with_overrides(get_preset(args.preset), **overrides)
     if args.single_level is not None:
         model_config = single_level(model_config, args.single_level)
@@ -54,9 +59,23 @@ def _predict(args) -> int:
     from PIL import Image
 
     from minimaskrcnn import viz
-    from minimaskrcnn.train import load_model
 
-    model = load_model(args.checkpoint)
+    if args.torchvision_weights:
+        from minimaskrcnn.weights import load_torchvision_weights
+
+        overrides = {}
+        for item in args.set or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise SystemExit(f"--set expects NAME=VALUE (e.g. min_size=512), got {item!r}")
+            overrides[key] = _literal(value)
+        model = load_torchvision_weights(args.torchvision_weights, **overrides)
+    else:
+        from minimaskrcnn.train import load_model
+
+        if args.set:
+            raise SystemExit("--set applies to --torchvision-weights only")
+        model = load_model(args.checkpoint)
     names = model.config.class_names
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -158,11 +177,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "predict",
         help="detect and segment objects in image files, write overlays",
-        description="Run a trained model (model.npz or checkpoint.npz) on images and write, per image, "
-        "a PNG with masks, boxes, class names and scores.",
+        description="Run a trained model (model.npz or checkpoint.npz) or torchvision's COCO-trained "
+        "maskrcnn_resnet50_fpn weights (a .pth you downloaded; read without torch, nothing in it is "
+        "executed) on images and write, per image, a PNG with masks, boxes, class names and scores.",
     )
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
-    p.add_argument("--checkpoint", required=True, help="model file written by `minimaskrcnn train`")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", help="model file written by `minimaskrcnn train`")
+    which.add_argument("--torchvision-weights", metavar="FILE",
+                       help="torchvision's maskrcnn_resnet50_fpn state_dict (.pth), e.g. "
+                       "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="with --torchvision-weights: one of torchvision's keyword arguments, e.g. "
+                   "--set min_size=512 --set box_score_thresh=0.7 (repeatable)")
     p.add_argument("--out", default="predictions", help="output folder (default predictions)")
     p.add_argument("--score-thresh", type=float, default=0.5, help="draw detections scoring at least "
                    "this (default 0.5)")

@@ -11,8 +11,9 @@ The "small" body of the shapes recipe, for an input of H x W (padded to a multip
     layer3 ...                                                         H/16  ("2", or C4)
     layer4 ...                                                         H/32  ("3", or C5)
 
-(``arch="resnet50"`` builds torchvision's ResNet-50 instead: 7x7 stem + max pool, Bottleneck stages of
-3, 4, 6, 3 blocks, FrozenBatchNorm — the body of ``maskrcnn_resnet50_fpn``.)
+(``arch="resnet50"`` builds torchvision's ResNet-50 instead, ``minimaskrcnn.model.resnet.ResNet``:
+7x7 stem + max pool, Bottleneck stages of 3, 4, 6, 3 blocks, FrozenBatchNorm — the body of
+``maskrcnn_resnet50_fpn``.)
 
 Each stage of the small body is one torchvision-style BasicBlock (names conv1/bn1/conv2/bn2 even though
 the norm is a GroupNorm, exactly as torchvision's ResNet built with ``norm_layer=GroupNorm``). With
@@ -26,29 +27,10 @@ import numpy as np
 
 from minimaskrcnn.config import BackboneConfig
 from minimaskrcnn.model.fpn import FeaturePyramidNetwork
-from minimaskrcnn.nn.layers import (
-    Conv2d,
-    FrozenBatchNorm2d,
-    GroupNorm,
-    MaxPool2d,
-    Module,
-    ReLU,
-    Sequential,
-)
+from minimaskrcnn.model.resnet import ResNet, _norm, kaiming_normal_fan_out
+from minimaskrcnn.nn.layers import Conv2d, Module, ReLU, Sequential
 
-
-def kaiming_normal_fan_out(param, rng: np.random.Generator) -> None:
-    """torch ``kaiming_normal_(w, mode="fan_out", nonlinearity="relu")``: N(0, 2 / (C_out·kH·kW)).
-    torchvision's ResNet and mask head initialise their convolutions this way."""
-    w = param.data
-    fan_out = w.shape[0] * int(np.prod(w.shape[2:]))
-    param.data[...] = rng.normal(0.0, np.sqrt(2.0 / fan_out), size=w.shape).astype(w.dtype)
-
-
-def _norm(cfg: BackboneConfig, channels: int) -> Module:
-    if cfg.norm == "group":
-        return GroupNorm(cfg.num_groups, channels)
-    return FrozenBatchNorm2d(channels)
+__all__ = ["Backbone", "BasicBlock", "SmallResNet", "ResNet", "kaiming_normal_fan_out"]
 
 
 class BasicBlock(Module):
@@ -126,89 +108,6 @@ class SmallResNet(Module):
         return self.conv1.backward(self.bn1.backward(self.relu.backward(d)))
 
 
-class Bottleneck(Module):
-    """torchvision's ResNet-50 block (v1.5: the stride sits on the 3x3 conv):
-    conv1 1x1 → bn1 → ReLU → conv2 3x3/stride → bn2 → ReLU → conv3 1x1 (×4 channels) → bn3,
-    + downsample(x) (1x1/stride conv + norm, in the first block of a stage) or x, → ReLU."""
-
-    expansion = 4
-
-    def __init__(self, cfg: BackboneConfig, c_in: int, width: int, stride: int, downsample: bool,
-                 rng: np.random.Generator):
-        super().__init__()
-        c_out = width * self.expansion
-        self.conv1 = Conv2d(c_in, width, 1, bias=False, rng=rng)
-        self.bn1 = _norm(cfg, width)
-        self.conv2 = Conv2d(width, width, 3, stride=stride, padding=1, bias=False, rng=rng)
-        self.bn2 = _norm(cfg, width)
-        self.conv3 = Conv2d(width, c_out, 1, bias=False, rng=rng)
-        self.bn3 = _norm(cfg, c_out)
-        self.relu1, self.relu2, self.relu3 = ReLU(), ReLU(), ReLU()
-        self.has_downsample = downsample
-        if downsample:
-            self.downsample = Sequential(Conv2d(c_in, c_out, 1, stride=stride, bias=False, rng=rng),
-                                         _norm(cfg, c_out))
-        for conv in (self.conv1, self.conv2, self.conv3) + ((self.downsample[0],) if downsample else ()):
-            kaiming_normal_fan_out(conv.weight, rng)
-
-    def forward(self, x):
-        out = self.relu2(self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x))))))
-        out = self.bn3(self.conv3(out))
-        return self.relu3(out + (self.downsample(x) if self.has_downsample else x))
-
-    def backward(self, dout):
-        d = self.relu3.backward(dout)
-        dx_skip = self.downsample.backward(d) if self.has_downsample else d
-        d = self.relu2.backward(self.conv3.backward(self.bn3.backward(d)))
-        d = self.conv2.backward(self.bn2.backward(d))
-        return self.conv1.backward(self.bn1.backward(self.relu1.backward(d))) + dx_skip
-
-
-class ResNet50(Module):
-    """torchvision's ResNet-50 body: conv1 7x7/2 (64) → bn1 → ReLU → max pool 3x3/2 → layer1..layer4
-    of 3, 4, 6, 3 Bottlenecks (widths 64, 128, 256, 512; outputs 256..2048 channels, strides 4..32).
-    Returns the outputs of ``return_layers``, in order."""
-
-    def __init__(self, cfg: BackboneConfig, return_layers: list[str], rng: np.random.Generator):
-        super().__init__()
-        self.conv1 = Conv2d(3, 64, 7, stride=2, padding=3, bias=False, rng=rng)
-        kaiming_normal_fan_out(self.conv1.weight, rng)
-        self.bn1 = _norm(cfg, 64)
-        self.relu = ReLU()
-        self.maxpool = MaxPool2d(3, stride=2, padding=1)
-        last = max(int(n[-1]) for n in return_layers)
-        c_in = 64
-        for i, (blocks, width) in enumerate(zip((3, 4, 6, 3)[:last], (64, 128, 256, 512))):
-            stride = 1 if i == 0 else 2
-            layer = Sequential(Bottleneck(cfg, c_in, width, stride, True, rng))
-            c_in = width * Bottleneck.expansion
-            for _ in range(blocks - 1):
-                layer.append(Bottleneck(cfg, c_in, width, 1, False, rng))
-            setattr(self, f"layer{i + 1}", layer)
-        self.num_stages = last
-        self.return_layers = list(return_layers)
-
-    forward = SmallResNet.forward
-
-    def stem(self, x):
-        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
-
-    def backward(self, douts):
-        return self.conv1.backward(self.bn1.backward(self.relu.backward(self.maxpool.backward(
-            self._stages_backward(douts)))))
-
-    def _stages_backward(self, douts):
-        grads = dict(zip(self.return_layers, douts))
-        d = None
-        for i in range(self.num_stages, 0, -1):
-            g = grads.get(f"layer{i}")
-            if g is not None:
-                d = g if d is None else d + g
-            if d is not None:
-                d = getattr(self, f"layer{i}").backward(d)
-        return d
-
-
 class Backbone(Module):
     """``body`` (+ ``fpn``). ``forward(x (N,3,H,W)) -> list of feature maps``:
 
@@ -225,7 +124,7 @@ class Backbone(Module):
             names = ["layer1", "layer2", "layer3", "layer4"]
         else:
             names = ["layer3" if cfg.single_level_stride == 16 else "layer4"]
-        self.body = SmallResNet(cfg, names, rng) if cfg.arch == "small" else ResNet50(cfg, names, rng)
+        self.body = SmallResNet(cfg, names, rng) if cfg.arch == "small" else ResNet(cfg, names, rng)
         self.use_fpn = cfg.fpn
         if cfg.fpn:
             self.fpn = FeaturePyramidNetwork(list(cfg.stage_channels), cfg.fpn_channels,

@@ -158,3 +158,23 @@ def test_loads_without_torch(saved, tmp_path, torch):
             g = got[f"arr_{i}"]
             assert g.shape == tuple(e.shape)
             assert np.linalg.norm(g - e.numpy()) <= 1e-4 * np.linalg.norm(e.numpy()), i
+
+
+def test_predict_cli_with_torchvision_weights(saved, tmp_path, capsys):
+    """``minimaskrcnn predict photo.jpg --torchvision-weights FILE --set min_size=256``: COCO names are
+    printed for the detections above the threshold, and the overlay PNG is written."""
+    import matplotlib.cbook as cbook
+
+    from minimaskrcnn.cli import main
+
+    path, _, ref, _ = saved
+    jpg = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    out = tmp_path / "pred"
+    assert main(["predict", str(jpg), "--torchvision-weights", str(path), "--set", "min_size=256",
+                 "--set", "box_detections_per_img=50", "--score-thresh", "0.3", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert (out / "grace_hopper_pred.png").stat().st_size > 10_000
+    assert f"{int((ref['scores'] >= 0.3).sum())} instance(s)" in printed
+    assert COCO_CATEGORY_NAMES[int(ref["labels"][0])] in printed  # the best detection, by its COCO name
+    with pytest.raises(SystemExit):
+        main(["predict", str(jpg), "--torchvision-weights", str(path), "--set", "min_size"])
