@@ -294,7 +294,8 @@ class RoIHeads(Module):
         labels = np.concatenate([d["labels"] for d in detections])
         rows = np.arange(labels.size)
         if self.mask_cfg.loss == "sigmoid":
-            probs = 1.0 / (1.0 + np.exp(-logits[rows, labels]))
+            with np.errstate(over="ignore"):  # exp(-z) = inf for z << 0 gives 1 / inf = 0, as it should
+                probs = 1.0 / (1.0 + np.exp(-logits[rows, labels]))
         else:
             probs = np.exp(_log_softmax(logits, axis=1))[rows, labels]
         start = 0

@@ -124,7 +124,8 @@ class RegionProposalNetwork(Module):
                 keep_idx.append(starts[lvl] + np.argsort(-o, kind="stable")[:k])
             idx = np.concatenate(keep_idx)
             boxes, scores, lvl = proposals[i, idx], objectness[i, idx], level_ids[idx]
-            scores = 1.0 / (1.0 + np.exp(-scores))  # sigmoid: NMS and score_thresh work on probabilities
+            with np.errstate(over="ignore"):  # exp(-z) = inf for z << 0: the sigmoid is 0, correctly
+                scores = 1.0 / (1.0 + np.exp(-scores))  # sigmoid: NMS and score_thresh work on probabilities
             # 2. clip to this image (not the padding), drop tiny and low-score boxes
             boxes = clip_boxes_to_image(boxes, (h, w))
             keep = remove_small_boxes(boxes, self.cfg.min_size)
