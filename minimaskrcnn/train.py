@@ -70,14 +70,17 @@ class TrainConfig:
     # None: every step sees new images. An int n: cycle over the first n images (to overfit in tests
     # and notebooks).
     num_train_images: int | None = None
+    # Keyword options of ``ShapesDataset`` (e.g. {"occlusion": True} or {"classes": "all"}) for the
+    # training and the evaluation images; the model's num_classes must be 1 + the number of classes.
+    dataset_options: dict | None = None
 
 
 # -- data --------------------------------------------------------------------------------------------
 
-def shapes_dataset(num_images: int, seed: int, image_size: int = 128):
+def shapes_dataset(num_images: int, seed: int, image_size: int = 128, options: dict | None = None):
     from minimaskrcnn.datasets import ShapesDataset
 
-    return ShapesDataset(num_images, image_size=image_size, seed=seed)
+    return ShapesDataset(num_images, image_size=image_size, seed=seed, **(options or {}))
 
 
 def batch_of(dataset, indices) -> tuple[list, list]:
@@ -185,7 +188,11 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
         decay_step = int(round(cfg.steps * (1 - cfg.decay_fraction)))
     schedule = LRSchedule(cfg.lr, warmup_iters=cfg.warmup_steps, warmup_factor=cfg.warmup_factor)
     pool = cfg.num_train_images or cfg.steps * cfg.batch_size
-    data = shapes_dataset(pool, cfg.seed, cfg.image_size)
+    data = shapes_dataset(pool, cfg.seed, cfg.image_size, cfg.dataset_options)
+    if data.num_classes + 1 != model.config.num_classes:
+        raise ValueError(f"the data has {data.num_classes} classes but the model's num_classes is "
+                         f"{model.config.num_classes} (it counts the background: set it to "
+                         f"{data.num_classes + 1})")
 
     def save():
         meta = {"step": step, "elapsed": elapsed, "decay_step": decay_step, "rng": rng_state(sample_rng),
@@ -243,8 +250,8 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
     save_model(os.path.join(cfg.out, "model.npz"), model, {"step": step})
     out = {"step": step, "losses": losses, "seconds": elapsed}
     if evaluate and cfg.eval_images > 0:
-        results, _, _ = evaluate_model(model, shapes_dataset(cfg.eval_images, cfg.eval_seed, cfg.image_size),
-                                       progress=cfg.progress)
+        eval_data = shapes_dataset(cfg.eval_images, cfg.eval_seed, cfg.image_size, cfg.dataset_options)
+        results, _, _ = evaluate_model(model, eval_data, progress=cfg.progress)
         out["eval"] = {t: {k: r[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
                        for t, r in results.items()}
         with open(os.path.join(cfg.out, "eval.json"), "w") as f:

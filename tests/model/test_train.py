@@ -16,8 +16,8 @@ def _cfg(tmp_path, **kw):
     return TrainConfig(**base)
 
 
-def _model_cfg():
-    return tiny_config(**{"rpn.batch_size_per_image": 64, "roi_heads.batch_size_per_image": 32})
+def _model_cfg(**kw):
+    return tiny_config(**{"rpn.batch_size_per_image": 64, "roi_heads.batch_size_per_image": 32, **kw})
 
 
 def _log(path):
@@ -109,3 +109,25 @@ def test_time_budget_stops_the_run(tmp_path):
     assert meta["step"] == out["step"] and meta["decay_step"] is not None
     lrs = [r["lr"] for r in _log(cfg.out)]
     assert len(lrs) == out["step"]
+
+
+def test_dataset_options_reach_training_and_evaluation(tmp_path, monkeypatch):
+    """dataset_options: a ShapesDataset variant for the training and the evaluation images; the model must
+    have one class per shape + background."""
+    import minimaskrcnn.train as T
+
+    options = {"classes": ("square", "star", "ring", "cross", "hexagon"), "occlusion": True}
+    cfg = _cfg(tmp_path, steps=2, eval_images=2, dataset_options=options)
+    with pytest.raises(ValueError, match="num_classes"):
+        train(cfg, _model_cfg())  # 4 classes in the model, 6 needed
+    seen, real_batch_of, real_evaluate = [], T.batch_of, T.evaluate_model
+    monkeypatch.setattr(T, "batch_of", lambda ds, idx: (seen.append(ds), real_batch_of(ds, idx))[1])
+    monkeypatch.setattr(T, "evaluate_model", lambda model, ds, **kw: (seen.append(ds), real_evaluate(
+        model, ds, **kw))[1])
+    out = train(cfg, _model_cfg(num_classes=6, class_names=None))
+    assert out["step"] == 2 and "segm" in out["eval"]
+    assert len(seen) == 3 and [len(ds) for ds in seen] == [4, 4, 2]
+    for ds in seen:
+        assert ds.classes == options["classes"] and ds.occlusion
+    _, meta = load_checkpoint(os.path.join(cfg.out, "checkpoint.npz"))
+    assert meta["train"]["dataset_options"]["occlusion"] is True
