@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgba_array
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
@@ -26,6 +27,8 @@ __all__ = [
     "PALETTE",
     "draw_instances",
     "draw_anchors",
+    "draw_boxes",
+    "draw_box_refinement",
     "roi_pool_bins",
     "roi_align_sampling_points",
     "draw_roi_sampling",
@@ -152,6 +155,80 @@ def draw_anchors(image, anchors, ax=None, *, center=None, colors=None, scale: fl
         ax.plot([center[0]], [center[1]], marker="+", color="black", markersize=8)
         ax.set_xlim(min(0, anchors[:, 0].min()), max(w, anchors[:, 2].max()))
         ax.set_ylim(max(h, anchors[:, 3].max()), min(0, anchors[:, 1].min()))
+    return fig
+
+
+def _box_colours(colors, k: int) -> np.ndarray:
+    """(k, 4) RGBA: ``colors`` is None (PALETTE cycled), one colour, or k colours."""
+    if colors is None:
+        return to_rgba_array(PALETTE[np.arange(k) % len(PALETTE)]) if k else np.zeros((0, 4))
+    rgba = to_rgba_array(colors)
+    if len(rgba) == 1:
+        return np.repeat(rgba, k, axis=0)
+    if len(rgba) != k:
+        raise ValueError(f"colors must be one colour or one per box ({k}), got {len(rgba)}")
+    return rgba
+
+
+def draw_boxes(image, boxes, ax=None, *, colors=None, alphas=None, captions=None, linestyle: str = "-",
+               linewidth: float = 1.0, scale: float = 4.0) -> Figure:
+    """Plain box outlines over an image: proposals, sampled anchors, RoIs.
+
+    image (H, W, 3) or (H, W); boxes (K, 4) (x1, y1, x2, y2) pixels (clipped to the view when they
+    stick out). ``colors``: one colour (any matplotlib spec) for every box, K colours, or None
+    (PALETTE cycled). ``alphas`` (K,) opacity of each outline in [0, 1] (e.g. a score), default 1.
+    ``captions``: K strings written at the boxes' top-left corners, or None. ``ax``: draw into an
+    existing axes (returns its figure); otherwise a new (W·scale) × (H·scale) figure.
+    """
+    img = _as_rgb_image(image)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    k = len(boxes)
+    rgba = _box_colours(colors, k)
+    if alphas is not None:
+        alphas = np.asarray(alphas, dtype=np.float64).reshape(-1)
+        if len(alphas) != k:
+            raise ValueError(f"alphas must have one entry per box ({k}), got {len(alphas)}")
+        rgba = rgba.copy()
+        rgba[:, 3] = np.clip(alphas, 0.0, 1.0)
+    if captions is not None and len(captions) != k:
+        raise ValueError(f"captions must have one entry per box ({k}), got {len(captions)}")
+    fig, ax = _prepare_axes(ax, img, scale)
+    _add_boxes(ax, boxes, rgba, linestyle, linewidth, captions)
+    return fig
+
+
+def _add_boxes(ax, boxes: np.ndarray, rgba: np.ndarray, linestyle: str, linewidth: float, captions=None):
+    for i in range(len(boxes)):
+        x1, y1, x2, y2 = boxes[i]
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=rgba[i],
+                               linestyle=linestyle, linewidth=linewidth))
+        if captions is not None:
+            # dark text on light colours (luminance > 0.6), white text on dark ones
+            luminance = float(np.dot(rgba[i, :3], (0.299, 0.587, 0.114)))
+            ax.text(x1, y1, str(captions[i]), color="black" if luminance > 0.6 else "white", fontsize=6,
+                    va="bottom", ha="left",
+                    bbox={"facecolor": rgba[i, :3], "alpha": 0.8, "pad": 0.5, "edgecolor": "none"})
+
+
+def draw_box_refinement(image, before, after, ax=None, *, colors=None, linewidth: float = 1.5,
+                        scale: float = 4.0) -> Figure:
+    """What a regression head did to each box: ``before`` (K, 4) dashed, ``after`` (K, 4) solid in the
+    same colour, and a thin line from the centre of one to the centre of the other.
+
+    Used for anchor → RPN proposal and proposal → detection (box-head refinement). Colours as in
+    :func:`draw_boxes`; ``ax`` and ``scale`` as there.
+    """
+    before = np.asarray(before, dtype=np.float64).reshape(-1, 4)
+    after = np.asarray(after, dtype=np.float64).reshape(-1, 4)
+    if before.shape != after.shape:
+        raise ValueError(f"before and after must both be (K, 4), got {before.shape} and {after.shape}")
+    rgba = _box_colours(colors, len(before))
+    fig, ax = _prepare_axes(ax, _as_rgb_image(image), scale)
+    _add_boxes(ax, before, rgba, "--", linewidth)
+    _add_boxes(ax, after, rgba, "-", linewidth)
+    for b, a, c in zip(before, after, rgba):
+        ax.plot([(b[0] + b[2]) / 2, (a[0] + a[2]) / 2], [(b[1] + b[3]) / 2, (a[1] + a[3]) / 2], color=c,
+                linewidth=0.8, marker=".", markersize=3)
     return fig
 
 

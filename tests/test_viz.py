@@ -13,6 +13,8 @@ from PIL import Image
 from minimaskrcnn.datasets.shapes import ShapesDataset
 from minimaskrcnn.viz import (
     draw_anchors,
+    draw_box_refinement,
+    draw_boxes,
     draw_instances,
     draw_roi_sampling,
     plot_pr_curves,
@@ -197,3 +199,39 @@ def test_show_samples_grid():
     fig = show_samples_grid(list(ds), ds.class_names, ncols=2, cell_px=64)
     assert len(fig.axes) == 4 and _png_pixels(fig).shape == (128, 128, 3)
     assert math.isclose(fig.get_figwidth(), 1.28)
+
+
+def test_draw_boxes_colours_alphas_and_captions():
+    boxes = np.array([[8, 8, 24, 24], [2, 2, 12, 30]], dtype=float)
+    grey = np.full((32, 32, 3), 200, np.uint8)
+    plain = _png_pixels(draw_boxes(grey, np.zeros((0, 4))))
+    drawn = _png_pixels(draw_boxes(grey, boxes[:1], colors="red"))
+    changed = np.abs(drawn - plain).sum(axis=2) > 30
+    # The left edge of the box (x = 8 → figure columns 32..35 at scale 4) turned red; the inside did not.
+    edge = drawn[40:90, 30:35]
+    assert (edge[..., 0] - edge[..., 1] > 100).any(axis=1).mean() > 0.9
+    assert not changed[44:90, 40:90].any()
+    # An alpha of 0 draws nothing; captions become texts.
+    faint = _png_pixels(draw_boxes(grey, boxes[:1], colors="red", alphas=[0.0]))
+    assert np.abs(faint - plain).max() <= 2
+    fig = draw_boxes(np.zeros((32, 32, 3)), boxes, colors=["yellow", "navy"], captions=["a", "b"])
+    texts = fig.axes[0].texts
+    assert [t.get_text() for t in texts] == ["a", "b"]
+    assert [t.get_color() for t in texts] == ["black", "white"]  # readable on a light and a dark colour
+    with pytest.raises(ValueError, match="colors"):
+        draw_boxes(np.zeros((32, 32, 3)), boxes, colors=["red", "blue", "green"])
+    with pytest.raises(ValueError, match="alphas"):
+        draw_boxes(np.zeros((32, 32, 3)), boxes, alphas=[1.0])
+
+
+def test_draw_box_refinement_dashed_before_solid_after():
+    before, after = np.array([[4.0, 4.0, 14.0, 14.0]]), np.array([[16.0, 16.0, 30.0, 30.0]])
+    fig = draw_box_refinement(np.zeros((32, 32, 3)), before, after, colors=["lime"])
+    ax = fig.axes[0]
+    assert [p.get_linestyle() for p in ax.patches] == ["--", "-"]
+    np.testing.assert_allclose(ax.lines[0].get_xydata(), [[9, 9], [23, 23]])  # centre to centre
+    pixels = _png_pixels(fig)
+    green = (pixels[..., 1] > 150) & (pixels[..., 0] < 100)
+    assert green[16 * 4:30 * 4, 16 * 4 - 2:16 * 4 + 2].any(axis=1).mean() > 0.9  # solid edge of "after"
+    with pytest.raises(ValueError, match="before and after"):
+        draw_box_refinement(np.zeros((32, 32, 3)), before, np.zeros((2, 4)))
