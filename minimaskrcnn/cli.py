@@ -125,7 +125,7 @@ def _vos(args) -> int:
     from minimaskrcnn.video import benchmark
 
     return benchmark.main(args.methods, clips=args.clips, json_path=args.json, strips=args.strips,
-                          seed=args.seed)
+                          seed=args.seed, checkpoint=args.checkpoint)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,11 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
         "F mean/recall/decay per method, and J&F per attribute (control = clips without any).",
     )
     p.add_argument("--methods", default="copy,flow",
-                   help="comma-separated propagation methods, e.g. copy,flow (default copy,flow)")
+                   help="comma-separated propagation methods among copy, flow, embed, redetect, osvos "
+                   "(default copy,flow)")
     p.add_argument("--clips", type=int, default=30, help="number of clips (default 30)")
     p.add_argument("--json", default=None, help="write the results as JSON here")
     p.add_argument("--strips", default=None, help="write one PNG frame strip per clip into this folder")
     p.add_argument("--seed", type=int, default=0, help="seed of the clips (default 0)")
+    p.add_argument("--checkpoint", default=None,
+                   help="Mask R-CNN model file for redetect / osvos (default: the shipped "
+                   "data/shapes_model.npz)")
     p.set_defaults(func=_vos)
     return parser
 

@@ -1,7 +1,8 @@
 """Run propagation methods over the synthetic clips, score them with the DAVIS measures, report.
 
 ``run_benchmark(["copy", "flow"], num_clips=30)`` renders clip after clip (``synthetic.make_clip``),
-runs every method on it from the first frame's ground truth, evaluates J and F per object
+runs every method on it from the first frame's ground truth (the methods that need the trained Mask
+R-CNN, "redetect" and "osvos", share one loaded model), evaluates J and F per object
 (``evaluation.davis``: all frames but the first and the last) and aggregates over all objects of all
 clips, overall and per attribute ("control" = the clips without any attribute). The result, also
 written as JSON by ``minimaskrcnn vos``, is
@@ -9,7 +10,8 @@ written as JSON by ``minimaskrcnn vos``, is
     {method: {"J&F": float,
               "J": {"mean", "recall", "decay"}, "F": {"mean", "recall", "decay"},
               "per_attribute": {attribute: {"J&F", "J", "F", "num_clips"}},
-              "per_clip": {clip name: {"J&F", "J", "F"}}}}
+              "per_clip": {clip name: {"J&F", "J", "F"}},
+              "seconds": the method's run time over all clips}}
 
 where J and F of per_attribute / per_clip are means. Every J / F value lies in [0, 1] except the
 decays, which lie in [−1, 1] (negative when a method gets better towards the end of a clip).
@@ -26,7 +28,7 @@ import time
 import numpy as np
 
 from minimaskrcnn.evaluation.davis import evaluate_benchmark, evaluate_clip
-from minimaskrcnn.video.propagate import METHODS
+from minimaskrcnn.video.propagate import DETECTOR_METHODS, METHODS
 from minimaskrcnn.video.synthetic import ATTRIBUTES, davis_palette, make_clip
 
 __all__ = ["run_benchmark", "format_table", "write_json", "write_strip", "main"]
@@ -37,11 +39,17 @@ def _summary(stats: dict) -> dict:
 
 
 def run_benchmark(methods, num_clips: int = 30, seed: int = 0, image_size: int = 128,
-                  strips_dir: str | None = None, options: dict | None = None, log=None) -> dict:
+                  strips_dir: str | None = None, options: dict | None = None, log=None, model=None,
+                  checkpoint=None, num_frames: int | None = None, keep_predictions: bool = False) -> dict:
     """Evaluate ``methods`` (names in ``propagate.METHODS``) on clips 0..num_clips−1 of ``seed``.
 
     options: optional {method: {keyword: value}} passed to the method. log: optional callable
-    receiving one progress line per clip. Returns the dict described in the module docstring.
+    receiving one progress line per clip. model / checkpoint: the Mask R-CNN of the methods that
+    need one ("redetect", "osvos"), loaded once (``osvos.resolve_model``: default the shipped
+    ``data/shapes_model.npz``; FileNotFoundError when missing). num_frames: None draws 40–80 frames
+    per clip, else every clip has that many (short clips for tests and quick looks).
+    keep_predictions: also return each method's (T, H, W) ID maps under "predictions" (by clip name).
+    Returns the dict described in the module docstring.
     """
     methods = list(methods)
     unknown = [m for m in methods if m not in METHODS]
@@ -49,11 +57,20 @@ def run_benchmark(methods, num_clips: int = 30, seed: int = 0, image_size: int =
         raise ValueError(f"unknown or no method(s) {unknown}; available: {', '.join(sorted(METHODS))}")
     if int(num_clips) < 1:
         raise ValueError(f"num_clips must be >= 1, got {num_clips}")
-    options = options or {}
+    options = {m: dict(o) for m, o in (options or {}).items()}
+    if any(m in DETECTOR_METHODS for m in methods):
+        from minimaskrcnn.video.osvos import resolve_model
+
+        detector = resolve_model(model, checkpoint)
+        for m in methods:
+            if m in DETECTOR_METHODS and "model" not in options.get(m, {}) and \
+                    "checkpoint" not in options.get(m, {}):
+                options.setdefault(m, {})["model"] = detector
     per_method = {m: [] for m in methods}  # list of (clip name, attributes, evaluate_clip result)
     seconds = {m: 0.0 for m in methods}
+    kept = {m: {} for m in methods}
     for index in range(int(num_clips)):
-        clip = make_clip(index, seed=seed, image_size=image_size)
+        clip = make_clip(index, seed=seed, image_size=image_size, num_frames=num_frames)
         predictions = {}
         line = [f"{clip.name:28s} T={clip.frames.shape[0]:2d} K={clip.num_objects}"]
         for m in methods:
@@ -63,6 +80,8 @@ def run_benchmark(methods, num_clips: int = 30, seed: int = 0, image_size: int =
             res = evaluate_clip(clip.ids, pred)
             per_method[m].append((clip.name, clip.attributes, res))
             predictions[m] = pred
+            if keep_predictions:
+                kept[m][clip.name] = pred
             line.append(f"{m} {evaluate_benchmark([res])['J&F']:.3f}")
         if strips_dir is not None:
             write_strip(os.path.join(strips_dir, f"{clip.name}.png"), clip.frames, clip.ids, predictions)
@@ -88,6 +107,8 @@ def run_benchmark(methods, num_clips: int = 30, seed: int = 0, image_size: int =
             "per_clip": {name: _summary(evaluate_benchmark([r])) for name, _, r in rows},
             "seconds": seconds[m],
         }
+        if keep_predictions:
+            out[m]["predictions"] = kept[m]
     return out
 
 
@@ -162,8 +183,11 @@ def write_strip(path: str, frames: np.ndarray, gt_ids: np.ndarray, predictions: 
 
 
 def main(methods: str, clips: int = 30, json_path: str | None = None, strips: str | None = None,
-         seed: int = 0) -> int:
-    """Entry point of ``minimaskrcnn vos``: run, print the tables, write the JSON (and strips)."""
+         seed: int = 0, checkpoint: str | None = None) -> int:
+    """Entry point of ``minimaskrcnn vos``: run, print the tables, write the JSON (and strips).
+
+    checkpoint: the Mask R-CNN model file for "redetect" / "osvos" (default: the shipped
+    data/shapes_model.npz). Returns 2 (and says why) for unknown methods or a missing model file."""
     import sys
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
@@ -172,8 +196,17 @@ def main(methods: str, clips: int = 30, json_path: str | None = None, strips: st
         print(f"minimaskrcnn vos: error: unknown or no method(s) {unknown} (available: "
               f"{', '.join(sorted(METHODS))}), or --clips < 1", file=sys.stderr)
         return 2
+    model = None
+    if any(m in DETECTOR_METHODS for m in names):
+        from minimaskrcnn.video.osvos import resolve_model
+
+        try:
+            model = resolve_model(checkpoint=checkpoint)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"minimaskrcnn vos: error: {exc}", file=sys.stderr)
+            return 2
     start = time.perf_counter()
-    results = run_benchmark(names, num_clips=clips, seed=seed, strips_dir=strips,
+    results = run_benchmark(names, num_clips=clips, seed=seed, strips_dir=strips, model=model,
                             log=lambda s: print(s, flush=True))
     print()
     print(format_table(results))

@@ -9,8 +9,16 @@ Every method has the same signature,
                 1..K the objects, every one of them present).
     masks:      (T, H, W) uint8 ID map, masks[0] equal to first_mask.
 
-so methods that need the trained detector ("redetect", "osvos") slot in beside the ones here. The
-ones here need no learned model:
+The methods that need the trained detector live in their own modules and are listed here too
+(``DETECTOR_METHODS``; they take ``model=`` or ``checkpoint=``):
+
+    redetect  tracking by re-detection (``video.redetect``): Mask R-CNN detections in every frame,
+              associated to the objects by mask IoU with the flow prediction and by colour; identities
+              kept through occlusion and re-entry.
+    osvos     OSVOS-style (``video.osvos``): the detector's RoI heads fine-tuned on augmented copies of
+              the first frame, then every frame segmented on its own.
+
+The others need no learned model:
 
     copy   the first mask repeated — the floor any method must beat.
     flow   optical-flow warping of the previous frame's mask (backward warping with the flow from frame
@@ -30,7 +38,8 @@ from numba import njit
 from minimaskrcnn.video.flow import forward_backward_consistency, lucas_kanade, to_float_image, warp
 
 __all__ = ["METHODS", "propagate", "propagate_copy", "propagate_flow", "propagate_embed", "check_inputs",
-           "ColourModel"]
+           "ColourModel", "FlowTracker",
+           "propagate_redetect", "propagate_osvos", "DETECTOR_METHODS"]
 
 
 def check_inputs(frames, first_mask) -> tuple[np.ndarray, np.ndarray, int]:
@@ -159,56 +168,93 @@ def propagate_flow(frames, first_mask, *, motion: str = "affine", refine: bool =
     iterations are passed to ``lucas_kanade``.
     """
     frames, ids, k = check_inputs(frames, first_mask)
-    if motion not in ("affine", "dense"):
-        raise ValueError(f"motion must be 'affine' or 'dense', got {motion!r}")
-    t_len = frames.shape[0]
+    tracker = FlowTracker(frames[0], ids, motion=motion, refine=refine, refine_weight=refine_weight,
+                          band=band, fill=fill, sharpen=sharpen, levels=levels, window_sigma=window_sigma,
+                          iterations=iterations)
     out = np.zeros(frames.shape[:3], np.uint8)
     out[0] = ids
-    colour = ColourModel(frames[0], ids, k + 1) if refine else None
-    if refine:
-        # How much to trust colour: its accuracy a on frame 0's own boundary band. Below 90 % it would
-        # flip more boundary pixels wrongly than rightly, so it gets no say; the weight then grows
-        # linearly to the full refine_weight at 100 %.
-        band0 = _near_boundary(ids, band)
-        accuracy = np.mean(colour.posterior(frames[0])[band0].argmax(-1) == ids[band0])
-        refine_weight = refine_weight * float(np.clip((accuracy - 0.9) / 0.1, 0.0, 1.0))
-        refine = refine_weight > 0
-    lk = dict(levels=levels, window_sigma=window_sigma, iterations=iterations)
-    prev_img = to_float_image(frames[0])
-    prev_probs = _one_hot(ids, k)
-    for t in range(1, t_len):
-        img = to_float_image(frames[t])
-        bw = lucas_kanade(img, prev_img, **lk)
-        fw = lucas_kanade(prev_img, img, **lk)
-        trusted = forward_backward_consistency(bw, fw)
-        if motion == "affine":
-            probs, inside = _warp_affine(prev_probs, out[t - 1], fw, forward_backward_consistency(fw, bw),
-                                         bw)
-        else:
-            probs, inside = warp(prev_probs, bw)
-        trusted &= inside
-        if motion == "dense" and fill:
-            probs = _fill_untrusted(probs, trusted)
+    for t in range(1, frames.shape[0]):
+        out[t] = tracker.commit(frames[t], tracker.predict(frames[t]))
+    return out
+
+
+class FlowTracker:
+    """The "flow" method one frame at a time, so that other methods can use it as their motion model.
+
+        tracker = FlowTracker(frame0, ids0, **flow options)
+        probs = tracker.predict(frame_t)        # steps 1–4 of ``propagate_flow``: (H, W, K+1) float32
+        ... (a caller may change probs here, e.g. zero an occluded object's channel)
+        labels = tracker.commit(frame_t, probs)  # step 5: argmax, and probs become frame t's state
+
+    ``propagate_flow`` is exactly ``commit(frame, predict(frame))`` for every frame.
+    """
+
+    def __init__(self, frame0: np.ndarray, ids: np.ndarray, *, motion: str = "affine", refine: bool = True,
+                 refine_weight: float = 1.0, band: int = 2, fill: bool = True, sharpen: float = 1.0,
+                 levels: int | None = None, window_sigma: float = 2.0, iterations: int = 4):
+        if motion not in ("affine", "dense"):
+            raise ValueError(f"motion must be 'affine' or 'dense', got {motion!r}")
+        k = int(ids.max())
+        self.k, self.motion, self.band, self.fill, self.sharpen = k, motion, band, fill, sharpen
+        self.colour = ColourModel(frame0, ids, k + 1) if refine else None
         if refine:
+            # How much to trust colour: its accuracy a on frame 0's own boundary band. Below 90 % it would
+            # flip more boundary pixels wrongly than rightly, so it gets no say; the weight then grows
+            # linearly to the full refine_weight at 100 %.
+            band0 = _near_boundary(ids, band)
+            accuracy = np.mean(self.colour.posterior(frame0)[band0].argmax(-1) == ids[band0])
+            refine_weight = refine_weight * float(np.clip((accuracy - 0.9) / 0.1, 0.0, 1.0))
+            refine = refine_weight > 0
+        self.refine, self.refine_weight = refine, refine_weight
+        self.lk = dict(levels=levels, window_sigma=window_sigma, iterations=iterations)
+        self.prev_img = to_float_image(frame0)
+        self.prev_probs = _one_hot(ids, k)
+        self.prev_labels = ids.astype(np.uint8)
+        self._pending = None
+
+    def predict(self, frame: np.ndarray) -> np.ndarray:
+        """Steps 1–4 for the next frame: the (H, W, K+1) label probabilities warped from the state."""
+        img = to_float_image(frame)
+        bw = lucas_kanade(img, self.prev_img, **self.lk)
+        fw = lucas_kanade(self.prev_img, img, **self.lk)
+        trusted = forward_backward_consistency(bw, fw)
+        if self.motion == "affine":
+            probs, inside = _warp_affine(self.prev_probs, self.prev_labels, fw,
+                                         forward_backward_consistency(fw, bw), bw)
+        else:
+            probs, inside = warp(self.prev_probs, bw)
+        trusted &= inside
+        if self.motion == "dense" and self.fill:
+            probs = _fill_untrusted(probs, trusted)
+        if self.refine:
             # Product of experts near the boundary: a 3×3-softened spatial prior times the colour
             # posterior to the power refine_weight (an uninformative colour changes nothing).
-            near = _near_boundary(probs.argmax(-1), band)
+            near = _near_boundary(probs.argmax(-1), self.band)
             soft = _box_sum(probs, 1) / _box_sum(np.ones(probs.shape[:2], np.float32), 1)[..., None]
-            fused = soft * colour.posterior(frames[t]) ** refine_weight
+            fused = soft * self.colour.posterior(frame) ** self.refine_weight
             fused /= fused.sum(-1, keepdims=True)
             probs[near] = fused[near]
+        self._pending = (img, trusted)
+        return probs
+
+    def commit(self, frame: np.ndarray, probs: np.ndarray) -> np.ndarray:
+        """Step 5: sharpen, re-threshold by argmax, keep probs as the state; returns (H, W) uint8 labels."""
+        if self._pending is None:
+            raise RuntimeError("commit() needs a predict() of the same frame first")
+        img, trusted = self._pending
+        self._pending = None
         # Optional sharpening (p^γ, renormalised; γ = 1 is off): narrows label edges against the blur
         # of repeated bilinear warps without moving the 0.5 crossing of a smooth edge.
-        probs = np.maximum(probs, 0.0) ** sharpen
+        probs = np.maximum(probs, 0.0) ** self.sharpen
         probs /= np.maximum(probs.sum(-1, keepdims=True), 1e-12)
-        prev_probs = probs.astype(np.float32)
+        self.prev_probs = probs.astype(np.float32)
         labels = probs.argmax(-1).astype(np.uint8)
-        out[t] = labels
-        if refine:
-            confident = trusted & ~_near_boundary(labels, band)
-            colour.update(frames[t][confident], labels[confident], momentum=0.05)
-        prev_img = img
-    return out
+        if self.refine:
+            confident = trusted & ~_near_boundary(labels, self.band)
+            self.colour.update(frame[confident], labels[confident], momentum=0.05)
+        self.prev_img = img
+        self.prev_labels = labels
+        return labels
 
 
 def _fit_affine(src: np.ndarray, dst: np.ndarray, prior: float = 3.0) -> np.ndarray | None:
@@ -449,7 +495,24 @@ def _cell_labels(ids: np.ndarray, stride: int, k: int) -> np.ndarray:
     return votes.argmax(-1).astype(np.int64)
 
 
-METHODS = {"copy": propagate_copy, "flow": propagate_flow, "embed": propagate_embed}
+def propagate_redetect(frames, first_mask, **options) -> np.ndarray:
+    """Tracking by re-detection with the trained Mask R-CNN: see ``minimaskrcnn.video.redetect``."""
+    from minimaskrcnn.video.redetect import propagate_redetect as method
+
+    return method(frames, first_mask, **options)
+
+
+def propagate_osvos(frames, first_mask, **options) -> np.ndarray:
+    """OSVOS-style first-frame fine-tuning of the Mask R-CNN heads: see ``minimaskrcnn.video.osvos``."""
+    from minimaskrcnn.video.osvos import propagate_osvos as method
+
+    return method(frames, first_mask, **options)
+
+
+METHODS = {"copy": propagate_copy, "flow": propagate_flow, "embed": propagate_embed,
+           "redetect": propagate_redetect, "osvos": propagate_osvos}
+# Methods that need the trained detector (``model=`` or ``checkpoint=``).
+DETECTOR_METHODS = ("redetect", "osvos")
 
 
 def propagate(method: str, frames, first_mask, **options) -> np.ndarray:

@@ -57,3 +57,21 @@ def test_unknown_method_and_bad_count():
         run_benchmark(["copy", "osvos-not-here"], num_clips=1)
     with pytest.raises(ValueError, match="num_clips"):
         run_benchmark(["copy"], num_clips=0)
+
+
+def test_vos_command_missing_checkpoint(tmp_path, capsys):
+    missing = str(tmp_path / "none.npz")
+    assert cli_main(["vos", "--methods", "copy,redetect", "--clips", "1", "--checkpoint", missing]) == 2
+    err = capsys.readouterr().err
+    assert "no trained Mask R-CNN" in err and "none.npz" in err
+    with pytest.raises(FileNotFoundError):
+        run_benchmark(["osvos"], num_clips=1, checkpoint=missing)
+
+
+def test_run_benchmark_with_the_detector_on_a_short_clip():
+    res = run_benchmark(["copy", "redetect"], num_clips=1, seed=0, num_frames=8, keep_predictions=True)
+    clip = make_clip(0, seed=0, num_frames=8)
+    pred = res["redetect"]["predictions"][clip.name]
+    assert pred.shape == clip.ids.shape
+    assert res["redetect"]["J&F"] == pytest.approx(evaluate_benchmark([evaluate_clip(clip.ids, pred)])["J&F"])
+    assert 0 <= res["redetect"]["J&F"] <= 1
