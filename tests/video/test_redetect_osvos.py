@@ -211,3 +211,19 @@ def test_bad_inputs_and_missing_checkpoint(tmp_path):
         resolve_model(model=FakeDetector(frames, ids, ids[0] > 0), checkpoint=missing)
     with pytest.raises(TypeError, match="MaskRCNN"):
         propagate_osvos(frames, ids[0], model=FakeDetector(frames, ids, ids[0] > 0))
+
+
+def test_finetune_only_the_chosen_layers(shapes_model):
+    clip = make_clip(0, num_frames=8)
+    before = shapes_model.state_dict()
+    net, history = finetune_first_frame(shapes_model, clip.frames[0], clip.ids[0], steps=2, num_augment=2,
+                                        train_layers=("rpn", "mask_predictor"))
+    assert set(history[0]) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg",
+                               "loss_mask"}
+    after = net.state_dict()
+    assert not np.array_equal(after["rpn.head.conv.0.0.weight"], before["rpn.head.conv.0.0.weight"])
+    assert not np.array_equal(after["roi_heads.mask_predictor.conv5_mask.weight"],
+                              before["roi_heads.mask_predictor.conv5_mask.weight"])
+    assert np.array_equal(after["roi_heads.mask_head.0.0.weight"], before["roi_heads.mask_head.0.0.weight"])
+    with pytest.raises(ValueError, match="train_layers"):
+        finetune_first_frame(shapes_model, clip.frames[0], clip.ids[0], steps=1, train_layers=("backbone",))
