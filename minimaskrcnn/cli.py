@@ -28,16 +28,22 @@ def _literal(value: str):
         return value  # a bare word: a string such as softmax or pool
 
 
+def _parse_set(items, expected: str) -> dict:
+    """Repeated ``--set NAME=VALUE`` options as {NAME: literal value}; exits naming ``expected``."""
+    overrides = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects {expected}, got {item!r}")
+        overrides[key] = _literal(value)
+    return overrides
+
+
 def _train(args) -> int:
     from minimaskrcnn.config import get_preset, single_level, with_overrides
     from minimaskrcnn.train import TrainConfig, train
 
-    overrides = {}
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects FIELD=VALUE (e.g. mask.loss=softmax), got {item!r}")
-        overrides[key] = _literal(value)
+    overrides = _parse_set(args.set, "FIELD=VALUE (e.g. mask.loss=softmax)")
     model_config = with_overrides(get_preset(args.preset), **overrides)
     if args.single_level is not None:
         model_config = single_level(model_config, args.single_level)
@@ -63,12 +69,7 @@ def _predict(args) -> int:
     if args.torchvision_weights:
         from minimaskrcnn.weights import load_torchvision_weights
 
-        overrides = {}
-        for item in args.set or []:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise SystemExit(f"--set expects NAME=VALUE (e.g. min_size=512), got {item!r}")
-            overrides[key] = _literal(value)
+        overrides = _parse_set(args.set, "NAME=VALUE (e.g. min_size=512)")
         model = load_torchvision_weights(args.torchvision_weights, **overrides)
     else:
         from minimaskrcnn.train import load_model

@@ -350,6 +350,18 @@ def _fill_untrusted(probs: np.ndarray, trusted: np.ndarray, radius: int = 3, rou
     return probs
 
 
+def dilate(mask: np.ndarray, r: int) -> np.ndarray:
+    """(H, W) bool mask grown by ``r`` pixels (chessboard distance)."""
+    out = mask.copy()
+    h, w = mask.shape
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            ys, ye = max(0, -dy), min(h, h - dy)
+            xs, xe = max(0, -dx), min(w, w - dx)
+            out[ys:ye, xs:xe] |= mask[ys + dy : ye + dy, xs + dx : xe + dx]
+    return out
+
+
 def _near_boundary(labels: np.ndarray, band: int) -> np.ndarray:
     """(H, W) bool: pixels within ``band`` pixels (chessboard distance) of a label change."""
     edge = np.zeros(labels.shape, bool)
@@ -357,14 +369,7 @@ def _near_boundary(labels: np.ndarray, band: int) -> np.ndarray:
     edge[:, :-1] |= labels[:, 1:] != labels[:, :-1]
     edge[1:, :] |= labels[1:, :] != labels[:-1, :]
     edge[:-1, :] |= labels[1:, :] != labels[:-1, :]
-    out = edge.copy()
-    h, w = labels.shape
-    for dy in range(-band, band + 1):
-        for dx in range(-band, band + 1):
-            ys, ye = max(0, -dy), min(h, h - dy)
-            xs, xe = max(0, -dx), min(w, w - dx)
-            out[ys:ye, xs:xe] |= edge[ys + dy : ye + dy, xs + dx : xe + dx]
-    return out
+    return dilate(edge, band)
 
 
 # --------------------------------------------------------------------------------------------- embed

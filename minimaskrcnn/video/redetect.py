@@ -54,7 +54,7 @@ from __future__ import annotations
 import numpy as np
 
 from minimaskrcnn.video.osvos import resolve_model
-from minimaskrcnn.video.propagate import ColourModel, FlowTracker, check_inputs
+from minimaskrcnn.video.propagate import ColourModel, FlowTracker, check_inputs, dilate
 
 __all__ = ["propagate_redetect", "bhattacharyya"]
 
@@ -110,18 +110,6 @@ def _iou(masks: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def _centre(mask: np.ndarray) -> np.ndarray:
     ys, xs = np.nonzero(mask)
     return np.array([xs.mean(), ys.mean()])
-
-
-def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
-    """(H, W) bool mask grown by r pixels (chessboard distance)."""
-    out = mask.copy()
-    h, w = mask.shape
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
-            ys, ye = max(0, -dy), min(h, h - dy)
-            xs, xe = max(0, -dx), min(w, w - dx)
-            out[ys:ye, xs:xe] |= mask[ys + dy:ye + dy, xs + dx:xe + dx]
-    return out
 
 
 def propagate_redetect(frames, first_mask, *, model=None, checkpoint=None, score_thresh: float = 0.3,
@@ -183,7 +171,7 @@ def propagate_redetect(frames, first_mask, *, model=None, checkpoint=None, score
             for j, d in matched.items():
                 p = (1 - fuse) * probs[..., j] + fuse * d_probs[d]
                 if gate_radius is not None:
-                    p = p * _dilate(d_masks[d], int(gate_radius))
+                    p = p * dilate(d_masks[d], int(gate_radius))
                 probs[..., j] = p
             # 4. occlusion test
             for j in range(1, k + 1):
