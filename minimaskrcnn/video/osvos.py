@@ -43,7 +43,7 @@ from __future__ import annotations
 import numpy as np
 
 from minimaskrcnn.video.flow import warp
-from minimaskrcnn.video.propagate import check_inputs
+from minimaskrcnn.video.propagate import check_inputs, mask_iou
 
 __all__ = ["propagate_osvos", "finetune_first_frame", "augment_first_frame", "resolve_model"]
 
@@ -136,9 +136,7 @@ def _source_classes(model, frame: np.ndarray, ids: np.ndarray, k: int) -> list[i
     for j in range(1, k + 1):
         g = ids == j
         if det["masks"].shape[0]:
-            inter = (det["masks"] & g).sum((1, 2))
-            union = (det["masks"] | g).sum((1, 2))
-            iou = inter / np.maximum(union, 1)
+            iou = mask_iou(det["masks"], g)
             if iou.max() > 0:
                 out.append(int(det["labels"][iou.argmax()]))
                 continue
@@ -258,11 +256,6 @@ def _heads_backward(heads) -> None:
 
 
 # --------------------------------------------------------------------------------------------- segment
-def _box_of(mask: np.ndarray):
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], np.float64)
-
-
 def _overlaps(boxes: np.ndarray, box: np.ndarray, grow: float) -> np.ndarray:
     """(D,) bool: does each of boxes (D, 4) intersect ``box`` grown by ``grow`` × its size per side?"""
     w, h = box[2] - box[0], box[3] - box[1]
@@ -279,6 +272,7 @@ def propagate_osvos(frames, first_mask, *, model=None, checkpoint=None, steps: i
     ID map; returns (T, H, W) uint8 ID map, frame 0 = first_mask. model / checkpoint: see
     ``resolve_model``; the rest are the fine-tuning and segmentation settings of the docstring (a
     visible object takes the candidate with the best score + overlap_weight · IoU(box, previous box))."""
+    from minimaskrcnn.datasets.shapes import masks_to_boxes
     from minimaskrcnn.ops.boxes import box_iou
 
     frames, ids, k = check_inputs(frames, first_mask)
@@ -299,12 +293,12 @@ def propagate_osvos(frames, first_mask, *, model=None, checkpoint=None, steps: i
             for j in range(1, k + 1):
                 cand = (det["labels"] == j) & nonempty
                 if prev[j].any():
-                    box = _box_of(prev[j])
+                    box = masks_to_boxes(prev[j][None])[0].astype(np.float64)
                     cand &= (det["scores"] >= score_thresh) & _overlaps(det["boxes"], box, gate)
                     rank = det["scores"] + overlap_weight * box_iou(det["boxes"].astype(np.float64),
                                                                      box[None])[:, 0]
                 else:  # absent: a confident detection anywhere, or a likely one where it was last seen
-                    box = _box_of(last[j])
+                    box = masks_to_boxes(last[j][None])[0].astype(np.float64)
                     near = _overlaps(det["boxes"], box, gate)
                     cand &= (det["scores"] >= reacquire_thresh) | ((det["scores"] >= score_thresh) & near)
                     rank = det["scores"] + overlap_weight * near

@@ -38,7 +38,7 @@ from numba import njit
 from minimaskrcnn.video.flow import forward_backward_consistency, lucas_kanade, to_float_image, warp
 
 __all__ = ["METHODS", "propagate", "propagate_copy", "propagate_flow", "propagate_embed", "check_inputs",
-           "ColourModel", "FlowTracker",
+           "ColourModel", "FlowTracker", "dilate", "mask_iou",
            "propagate_redetect", "propagate_osvos", "DETECTOR_METHODS"]
 
 
@@ -348,6 +348,13 @@ def _fill_untrusted(probs: np.ndarray, trusted: np.ndarray, radius: int = 3, rou
         todo &= ~fill
         r *= 2
     return probs
+
+
+def mask_iou(masks: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(D,) IoU of each of masks (D, H, W) bool with mask (H, W) bool; 0 where both are empty."""
+    inter = (masks & mask).sum((1, 2))
+    union = (masks | mask).sum((1, 2))
+    return inter / np.maximum(union, 1)
 
 
 def dilate(mask: np.ndarray, r: int) -> np.ndarray:

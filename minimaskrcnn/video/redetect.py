@@ -54,7 +54,7 @@ from __future__ import annotations
 import numpy as np
 
 from minimaskrcnn.video.osvos import resolve_model
-from minimaskrcnn.video.propagate import ColourModel, FlowTracker, check_inputs, dilate
+from minimaskrcnn.video.propagate import ColourModel, FlowTracker, check_inputs, dilate, mask_iou
 
 __all__ = ["propagate_redetect", "bhattacharyya"]
 
@@ -71,9 +71,13 @@ class _Appearance:
         self.model = ColourModel(frame, ids, k + 1, bins=bins)
         self.hist = self.model.hist.copy()  # (K+1, bins³); row 0 the background
 
-    def histograms(self, frame: np.ndarray, masks: np.ndarray) -> np.ndarray:
-        """(D, bins³) normalised colour histograms of frame's pixels under each of masks (D, H, W)."""
-        cells = self.model._cells(frame).ravel()
+    def cells(self, frame: np.ndarray) -> np.ndarray:
+        """(H, W) colour-bin index of every pixel of frame; the other methods take it (once per frame)."""
+        return self.model._cells(frame)
+
+    def histograms(self, cells: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        """(D, bins³) normalised colour histograms of the pixels under masks (D, H, W), from ``cells``."""
+        cells = cells.ravel()
         n = self.hist.shape[1]
         out = np.zeros((masks.shape[0], n))
         for i, m in enumerate(masks):
@@ -81,30 +85,23 @@ class _Appearance:
             out[i] = c / max(c.sum(), 1.0)
         return out
 
-    def support(self, frame: np.ndarray, mask: np.ndarray, j: int) -> float:
+    def support(self, cells: np.ndarray, mask: np.ndarray, j: int) -> float:
         """Fraction of mask's pixels whose colour is likelier under object j than the background."""
         if not mask.any():
             return 0.0
-        cells = self.model._cells(frame)[mask]
+        cells = cells[mask]
         return float(np.mean(self.hist[j, cells] > self.hist[0, cells]))
 
-    def foreground(self, frame: np.ndarray, mask: np.ndarray, j: int) -> float:
+    def foreground(self, cells: np.ndarray, mask: np.ndarray, j: int) -> float:
         """Fraction of mask's pixels whose colour is not likelier under the background than under
         object j (colours neither has seen count as foreground): is this region background or not?"""
         if not mask.any():
             return 0.0
-        cells = self.model._cells(frame)[mask]
+        cells = cells[mask]
         return float(np.mean(self.hist[0, cells] <= self.hist[j, cells]))
 
     def update(self, j: int, hist: np.ndarray, momentum: float) -> None:
         self.hist[j] = (1 - momentum) * self.hist[j] + momentum * hist
-
-
-def _iou(masks: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(D,) mask IoU of each of masks (D, H, W) with mask (H, W)."""
-    inter = (masks & mask).sum((1, 2))
-    union = (masks | mask).sum((1, 2))
-    return inter / np.maximum(union, 1)
 
 
 def _centre(mask: np.ndarray) -> np.ndarray:
@@ -149,7 +146,8 @@ def propagate_redetect(frames, first_mask, *, model=None, checkpoint=None, score
             # 1. detections
             keep = (det["scores"] >= score_thresh) & (det["masks"].sum((1, 2)) >= min_area)
             d_masks, d_probs = det["masks"][keep], det["mask_probs"][keep]
-            d_hist = appearance.histograms(frame, d_masks)
+            cells = appearance.cells(frame)
+            d_hist = appearance.histograms(cells, d_masks)
             # 2. flow prediction
             probs = tracker.predict(frame)
             labels = probs.argmax(-1)
@@ -158,7 +156,7 @@ def propagate_redetect(frames, first_mask, *, model=None, checkpoint=None, score
             for j in range(1, k + 1):
                 if not visible[j] or not d_masks.shape[0]:
                     continue
-                iou = _iou(d_masks, labels == j)
+                iou = mask_iou(d_masks, labels == j)
                 bc = bhattacharyya(d_hist, appearance.hist[j])
                 ok = (iou >= iou_min) & ((bc >= app_min) | (iou >= iou_strong))
                 for d in np.flatnonzero(ok):
@@ -179,7 +177,7 @@ def propagate_redetect(frames, first_mask, *, model=None, checkpoint=None, score
                     continue
                 mask = labels == j
                 if mask.sum() < min_area or (j not in matched and
-                                             appearance.support(frame, mask, j) < support_min):
+                                             appearance.support(cells, mask, j) < support_min):
                     visible[j] = False
                     pending[j] = None
                     probs[..., j] = 0.0
@@ -195,14 +193,14 @@ def propagate_redetect(frames, first_mask, *, model=None, checkpoint=None, score
                 best, best_d, by_place = -np.inf, None, None
                 for d in range(d_masks.shape[0]):
                     area = d_masks[d].sum()
-                    if d in used or _iou(d_masks[d:d + 1], taken)[0] >= 0.3 or \
+                    if d in used or mask_iou(d_masks[d:d + 1], taken)[0] >= 0.3 or \
                             not area_range[0] <= area / max(areas[j]) <= area_range[1]:
                         continue
                     dist = np.linalg.norm(_centre(d_masks[d]) - last_pos[j]) / diag
-                    if bc[d] >= reacquire_app and appearance.support(frame, d_masks[d], j) >= support_min:
+                    if bc[d] >= reacquire_app and appearance.support(cells, d_masks[d], j) >= support_min:
                         score = 1.0 + bc[d] - distance_weight * dist  # an appearance match beats any other
                     elif dist <= reacquire_radius and \
-                            appearance.foreground(frame, d_masks[d], j) >= support_min:
+                            appearance.foreground(cells, d_masks[d], j) >= support_min:
                         score = -dist  # the object may have changed its looks while it was away
                     else:
                         continue
@@ -213,7 +211,7 @@ def propagate_redetect(frames, first_mask, *, model=None, checkpoint=None, score
                     continue
                 if by_place:  # a position match must be seen in `confirm` frames in a row
                     m = d_masks[best_d]
-                    seen = pending[j] is not None and _iou(m[None], pending[j][0])[0] >= 0.3
+                    seen = pending[j] is not None and mask_iou(m[None], pending[j][0])[0] >= 0.3
                     pending[j] = (m, pending[j][1] + 1 if seen else 1)
                     if pending[j][1] < confirm:
                         continue
@@ -234,5 +232,5 @@ def propagate_redetect(frames, first_mask, *, model=None, checkpoint=None, score
                     last_pos[j] = _centre(mask)
                     areas[j] = (areas[j] + [int(mask.sum())])[-10:]
                 if j in matched and mask.any():
-                    appearance.update(j, appearance.histograms(frame, mask[None])[0], app_momentum)
+                    appearance.update(j, appearance.histograms(cells, mask[None])[0], app_momentum)
     return out
