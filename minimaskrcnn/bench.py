@@ -290,9 +290,11 @@ def bench_train(threads: int, repeat: int) -> None:
     import numpy as np
 
     from minimaskrcnn.config import shapes
-    from minimaskrcnn.demo import CHECKPOINT
+    from minimaskrcnn.datasets.shapes import shapes_dataset
+    from minimaskrcnn.datasets.transforms import batch_of
     from minimaskrcnn.model import MaskRCNN
-    from minimaskrcnn.train import batch_of, load_model, shapes_dataset
+    from minimaskrcnn.weights import SHIPPED_MODEL as CHECKPOINT
+    from minimaskrcnn.weights import load_model
 
     cfg = shapes()
     images, targets = batch_of(shapes_dataset(8, seed=0), range(8))

@@ -72,7 +72,7 @@ def _predict(args) -> int:
         overrides = _parse_set(args.set, "NAME=VALUE (e.g. min_size=512)")
         model = load_torchvision_weights(args.torchvision_weights, **overrides)
     else:
-        from minimaskrcnn.train import load_model
+        from minimaskrcnn.weights import load_model
 
         if args.set:
             raise SystemExit("--set applies to --torchvision-weights only")
@@ -99,7 +99,9 @@ def _evaluate(args) -> int:
     import json
     import os
 
-    from minimaskrcnn.train import evaluate_model, load_model, shapes_dataset, summary
+    from minimaskrcnn.datasets.shapes import shapes_dataset
+    from minimaskrcnn.evaluation import evaluate_model, summary
+    from minimaskrcnn.weights import load_model
 
     model = load_model(args.checkpoint)
     if args.dataset == "shapes":

@@ -11,12 +11,12 @@ import os
 import time
 from pathlib import Path
 
-CHECKPOINT = Path(__file__).resolve().parent.parent / "data" / "shapes_model.npz"
-
 
 def run_demo(out: str = "demo.png", num_images: int = 50, seed: int = 12345, checkpoint=None,
              score_thresh: float = 0.5) -> int:
-    checkpoint = Path(checkpoint) if checkpoint is not None else CHECKPOINT
+    from minimaskrcnn.weights import SHIPPED_MODEL
+
+    checkpoint = Path(checkpoint) if checkpoint is not None else SHIPPED_MODEL
     if not checkpoint.exists():
         print("No trained model is available yet: the shapes checkpoint "
               f"({checkpoint.name}) has not been trained and shipped in data/. "
@@ -31,7 +31,9 @@ def run_demo(out: str = "demo.png", num_images: int = 50, seed: int = 12345, che
     import matplotlib.pyplot as plt
 
     from minimaskrcnn import viz
-    from minimaskrcnn.train import evaluate_model, load_model, shapes_dataset, summary
+    from minimaskrcnn.datasets.shapes import shapes_dataset
+    from minimaskrcnn.evaluation import evaluate_model, summary
+    from minimaskrcnn.weights import load_model
 
     t0 = time.perf_counter()
     model = load_model(checkpoint)

@@ -40,8 +40,12 @@ from minimaskrcnn.checkpoint import (
     with_prefix,
 )
 from minimaskrcnn.config import MaskRCNNConfig, get_preset
+from minimaskrcnn.datasets.shapes import shapes_dataset
+from minimaskrcnn.datasets.transforms import batch_of
+from minimaskrcnn.evaluation.evaluate import evaluate_model, summary
 from minimaskrcnn.model import LOSS_NAMES, MaskRCNN
 from minimaskrcnn.nn.optim import SGD, LRSchedule
+from minimaskrcnn.weights import save_model
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -73,79 +77,6 @@ class TrainConfig:
     # Keyword options of ``ShapesDataset`` (e.g. {"occlusion": True} or {"classes": "all"}) for the
     # training and the evaluation images; the model's num_classes must be 1 + the number of classes.
     dataset_options: dict | None = None
-
-
-# -- data --------------------------------------------------------------------------------------------
-
-def shapes_dataset(num_images: int, seed: int, image_size: int = 128, options: dict | None = None):
-    from minimaskrcnn.datasets import ShapesDataset
-
-    return ShapesDataset(num_images, image_size=image_size, seed=seed, **(options or {}))
-
-
-def batch_of(dataset, indices) -> tuple[list, list]:
-    """Images and targets (boxes, labels, masks) of ``dataset`` items ``indices``."""
-    items = [dataset[i] for i in indices]
-    return ([it["image"] for it in items],
-            [{"boxes": it["boxes"], "labels": it["labels"], "masks": it["masks"]} for it in items])
-
-
-# -- model files -------------------------------------------------------------------------------------
-
-def save_model(path, model: MaskRCNN, metadata: dict | None = None) -> None:
-    """The model alone (float32 parameters + its config), atomically."""
-    state = {k: v.astype(np.float32) for k, v in model.state_dict().items()}
-    meta = {"config": model.config.to_dict(), **(metadata or {})}
-    save_checkpoint(path, with_prefix(state, "model."), meta)
-
-
-def load_model(path) -> MaskRCNN:
-    """A model saved by ``save_model`` or a training checkpoint (both keep the config)."""
-    state, meta = load_checkpoint(path)
-    if "config" not in meta:
-        raise ValueError(f"{path!r} has no model config in its metadata: not a minimaskrcnn model file")
-    model = MaskRCNN(MaskRCNNConfig.from_dict(meta["config"]), np.random.default_rng(0))
-    model.load_state_dict(strip_prefix(state, "model."))
-    return model
-
-
-# -- evaluation --------------------------------------------------------------------------------------
-
-def evaluate_model(model: MaskRCNN, dataset, indices=None, batch_size: int = 8, progress: bool = False):
-    """COCO box and mask AP of ``model`` on ``dataset`` (items with image/labels/masks).
-
-    Returns ``(results, coco_gt, detections)``: results = {"bbox": coco_evaluate(...), "segm": ...};
-    coco_gt the COCO ground-truth dict and detections the COCO results list (with RLE masks), so both
-    can be written out and scored with pycocotools."""
-    from minimaskrcnn.datasets.coco import dataset_to_coco, detections_to_coco
-    from minimaskrcnn.evaluation import coco_evaluate
-
-    indices = list(range(len(dataset))) if indices is None else list(indices)
-    coco_gt = dataset_to_coco(dataset, indices)
-    detections = []
-    chunks = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
-    if progress:
-        from tqdm import tqdm
-
-        chunks = tqdm(chunks, desc="evaluating", unit="batch")
-    for chunk in chunks:
-        items = [dataset[i] for i in chunk]
-        preds = model.predict([it["image"] for it in items])
-        for idx, it, p in zip(chunk, items, preds):
-            image_id = int(it.get("image_id", idx))
-            detections += detections_to_coco(image_id, p["boxes"], p["labels"], p["scores"], p["masks"],
-                                             category_ids=getattr(dataset, "category_ids", None))
-    results = {t: coco_evaluate(coco_gt, detections, t) for t in ("bbox", "segm")}
-    return results, coco_gt, detections
-
-
-def summary(results: dict) -> str:
-    lines = []
-    for t, name in (("bbox", "box "), ("segm", "mask")):
-        r = results[t]
-        lines.append(f"{name} AP {r['AP']:.3f}  AP50 {r['AP50']:.3f}  AP75 {r['AP75']:.3f}  "
-                     f"APs {r['APs']:.3f}  APm {r['APm']:.3f}  APl {r['APl']:.3f}")
-    return "\n".join(lines)
 
 
 # -- training ------------------------------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""Run torchvision's COCO-trained Mask R-CNN R50-FPN in NumPy: read its ``.pth``, build, load by name.
+"""Model files: our own ``.npz`` models (save, load, the shipped one) and torchvision's weights.
+
+    from minimaskrcnn.weights import load_model, save_model, SHIPPED_MODEL
+    model = load_model(SHIPPED_MODEL)         # data/shapes_model.npz, made by `minimaskrcnn train`
+
+torchvision's COCO-trained Mask R-CNN R50-FPN in NumPy: read its ``.pth``, build, load by name.
 
     from minimaskrcnn.weights import load_torchvision_weights
     model = load_torchvision_weights("maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth", box_score_thresh=0.7)
@@ -29,8 +34,59 @@ from pathlib import Path
 
 import numpy as np
 
+from minimaskrcnn.checkpoint import load_checkpoint, save_checkpoint, with_prefix
+from minimaskrcnn.checkpoint import strip_prefix as _strip_key_prefix
 from minimaskrcnn.config import MaskRCNNConfig, resnet50_fpn, with_overrides
 from minimaskrcnn.pth import read_state_dict
+
+# The shapes model shipped with the package (``minimaskrcnn train --preset shapes``; see the README).
+SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "data" / "shapes_model.npz"
+
+
+# -- our own model files ----------------------------------------------------------------------------
+
+def save_model(path, model, metadata: dict | None = None) -> None:
+    """The model alone (float32 parameters + its config), atomically."""
+    state = {k: v.astype(np.float32) for k, v in model.state_dict().items()}
+    meta = {"config": model.config.to_dict(), **(metadata or {})}
+    save_checkpoint(path, with_prefix(state, "model."), meta)
+
+
+def load_model(path):
+    """A model saved by ``save_model`` or a training checkpoint (both keep the config)."""
+    from minimaskrcnn.model import MaskRCNN
+
+    state, meta = load_checkpoint(path)
+    if "config" not in meta:
+        raise ValueError(f"{path!r} has no model config in its metadata: not a minimaskrcnn model file")
+    model = MaskRCNN(MaskRCNNConfig.from_dict(meta["config"]), np.random.default_rng(0))
+    model.load_state_dict(_strip_key_prefix(state, "model."))
+    return model
+
+
+def resolve_model(model=None, checkpoint=None):
+    """The detector to use: ``model`` (a MaskRCNN) if given, else the one loaded from ``checkpoint``
+    (a path), else the shipped ``data/shapes_model.npz``. Raises FileNotFoundError with a clear
+    message when the file is missing."""
+    if model is not None:
+        if checkpoint is not None:
+            raise ValueError("pass either model= or checkpoint=, not both")
+        if not callable(getattr(model, "predict", None)):
+            raise TypeError(f"model must be a detector with predict(images) (a MaskRCNN), got "
+                            f"{type(model).__name__}")
+        return model
+    import os
+
+    path = SHIPPED_MODEL if checkpoint is None else checkpoint
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"no trained Mask R-CNN at {os.fspath(path)!r}: the 'redetect' and 'osvos' methods need one "
+            "(the shapes model shipped as data/shapes_model.npz, or one made by `minimaskrcnn train "
+            "--preset shapes`; pass its model.npz as checkpoint / --checkpoint)")
+    return load_model(path)
+
+
+# -- torchvision's weights --------------------------------------------------------------------------
 
 # torchvision's COCO category names (``MaskRCNN_ResNet50_FPN_Weights.COCO_V1.meta["categories"]``):
 # the 91 classifier outputs, indexed by COCO category id (1..90). Index 0 is the background; "N/A"

@@ -502,3 +502,9 @@ class ShapesDataset:
             y0, y1, x0, x1, local = obj["window"]
             owner[y0:y1, x0:x1][local] = k + 1
         return owner
+
+
+def shapes_dataset(num_images: int, seed: int, image_size: int = 128, options: dict | None = None):
+    """``ShapesDataset(num_images, image_size, seed, **options)``: the training loop's and the commands'
+    way to name a shapes data set by its seed and keyword options."""
+    return ShapesDataset(num_images, image_size=image_size, seed=seed, **(options or {}))

@@ -1,5 +1,6 @@
 """Evaluation: COCO AP/AR (equal to pycocotools) and the DAVIS J and F measures."""
 
 from .coco import coco_evaluate, voc_ap
+from .evaluate import evaluate_model, summary
 
-__all__ = ["coco_evaluate", "voc_ap"]
+__all__ = ["coco_evaluate", "voc_ap", "evaluate_model", "summary"]

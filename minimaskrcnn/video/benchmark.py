@@ -45,7 +45,7 @@ def run_benchmark(methods, num_clips: int = 30, seed: int = 0, image_size: int =
 
     options: optional {method: {keyword: value}} passed to the method. log: optional callable
     receiving one progress line per clip. model / checkpoint: the Mask R-CNN of the methods that
-    need one ("redetect", "osvos"), loaded once (``osvos.resolve_model``: default the shipped
+    need one ("redetect", "osvos"), loaded once (``weights.resolve_model``: default the shipped
     ``data/shapes_model.npz``; FileNotFoundError when missing). num_frames: None draws 40–80 frames
     per clip, else every clip has that many (short clips for tests and quick looks).
     keep_predictions: also return each method's (T, H, W) ID maps under "predictions" (by clip name).
@@ -59,7 +59,7 @@ def run_benchmark(methods, num_clips: int = 30, seed: int = 0, image_size: int =
         raise ValueError(f"num_clips must be >= 1, got {num_clips}")
     options = {m: dict(o) for m, o in (options or {}).items()}
     if any(m in DETECTOR_METHODS for m in methods):
-        from minimaskrcnn.video.osvos import resolve_model
+        from minimaskrcnn.weights import resolve_model
 
         detector = resolve_model(model, checkpoint)
         for m in methods:
@@ -198,7 +198,7 @@ def main(methods: str, clips: int = 30, json_path: str | None = None, strips: st
         return 2
     model = None
     if any(m in DETECTOR_METHODS for m in names):
-        from minimaskrcnn.video.osvos import resolve_model
+        from minimaskrcnn.weights import resolve_model
 
         try:
             model = resolve_model(checkpoint=checkpoint)

@@ -44,33 +44,9 @@ import numpy as np
 
 from minimaskrcnn.video.flow import warp
 from minimaskrcnn.video.propagate import check_inputs, mask_iou
+from minimaskrcnn.weights import resolve_model
 
-__all__ = ["propagate_osvos", "finetune_first_frame", "augment_first_frame", "resolve_model"]
-
-
-def resolve_model(model=None, checkpoint=None):
-    """The detector to use: ``model`` (a MaskRCNN) if given, else the one loaded from ``checkpoint``
-    (a path), else the shipped ``data/shapes_model.npz``. Raises FileNotFoundError with a clear
-    message when the file is missing."""
-    if model is not None:
-        if checkpoint is not None:
-            raise ValueError("pass either model= or checkpoint=, not both")
-        if not callable(getattr(model, "predict", None)):
-            raise TypeError(f"model must be a detector with predict(images) (a MaskRCNN), got "
-                            f"{type(model).__name__}")
-        return model
-    import os
-
-    from minimaskrcnn.demo import CHECKPOINT
-    from minimaskrcnn.train import load_model
-
-    path = CHECKPOINT if checkpoint is None else checkpoint
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"no trained Mask R-CNN at {os.fspath(path)!r}: the 'redetect' and 'osvos' methods need one "
-            "(the shapes model shipped as data/shapes_model.npz, or one made by `minimaskrcnn train "
-            "--preset shapes`; pass its model.npz as checkpoint / --checkpoint)")
-    return load_model(path)
+__all__ = ["propagate_osvos", "finetune_first_frame", "augment_first_frame"]
 
 
 # --------------------------------------------------------------------------------------------- augment
@@ -270,7 +246,7 @@ def propagate_osvos(frames, first_mask, *, model=None, checkpoint=None, steps: i
                     overlap_weight: float = 1.0, chunk: int = 8, seed: int = 0) -> np.ndarray:
     """OSVOS-style segmentation (module docstring). frames (T, H, W, 3) uint8, first_mask (H, W) bool or
     ID map; returns (T, H, W) uint8 ID map, frame 0 = first_mask. model / checkpoint: see
-    ``resolve_model``; the rest are the fine-tuning and segmentation settings of the docstring (a
+    ``weights.resolve_model``; the rest are the fine-tuning and segmentation settings of the docstring (a
     visible object takes the candidate with the best score + overlap_weight · IoU(box, previous box))."""
     from minimaskrcnn.datasets.shapes import masks_to_boxes
     from minimaskrcnn.ops.boxes import box_iou

@@ -53,8 +53,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from minimaskrcnn.video.osvos import resolve_model
 from minimaskrcnn.video.propagate import ColourModel, FlowTracker, check_inputs, dilate, mask_iou
+from minimaskrcnn.weights import resolve_model
 
 __all__ = ["propagate_redetect", "bhattacharyya"]
 
@@ -118,7 +118,7 @@ def propagate_redetect(frames, first_mask, *, model=None, checkpoint=None, score
                        flow_options: dict | None = None) -> np.ndarray:
     """Tracking by re-detection (module docstring). frames (T, H, W, 3) uint8, first_mask (H, W) bool or
     ID map; returns the (T, H, W) uint8 ID map, frame 0 = first_mask. model / checkpoint: the
-    detector (see ``osvos.resolve_model``; default the shipped shapes model). flow_options go to
+    detector (see ``weights.resolve_model``; default the shipped shapes model). flow_options go to
     ``FlowTracker``."""
     frames, ids, k = check_inputs(frames, first_mask)
     model = resolve_model(model, checkpoint)

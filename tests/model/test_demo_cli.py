@@ -6,7 +6,7 @@ from test_equivalence import tiny_config
 from minimaskrcnn.cli import main
 from minimaskrcnn.demo import run_demo
 from minimaskrcnn.model import MaskRCNN
-from minimaskrcnn.train import save_model
+from minimaskrcnn.weights import save_model
 
 
 def _tiny_model_file(tmp_path):
@@ -99,8 +99,10 @@ def test_train_cli_switches(tmp_path, monkeypatch):
 def test_shipped_model_detects_fresh_shapes():
     """The checkpoint shipped in data/ (``minimaskrcnn train --preset shapes``, 1800 steps) on images
     from a seed training never used: mask AP50 >= 0.9 and mask AP >= 0.6 (the README's claim)."""
-    from minimaskrcnn.demo import CHECKPOINT
-    from minimaskrcnn.train import evaluate_model, load_model, shapes_dataset
+    from minimaskrcnn.datasets.shapes import shapes_dataset
+    from minimaskrcnn.evaluation import evaluate_model
+    from minimaskrcnn.weights import SHIPPED_MODEL as CHECKPOINT
+    from minimaskrcnn.weights import load_model
 
     assert CHECKPOINT.exists(), "data/shapes_model.npz is shipped with the package"
     results, _, _ = evaluate_model(load_model(CHECKPOINT), shapes_dataset(40, seed=2024))

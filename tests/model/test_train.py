@@ -6,7 +6,8 @@ import pytest
 from test_equivalence import tiny_config
 
 from minimaskrcnn.checkpoint import load_checkpoint
-from minimaskrcnn.train import NonFiniteLossError, TrainConfig, load_model, train
+from minimaskrcnn.train import NonFiniteLossError, TrainConfig, train
+from minimaskrcnn.weights import load_model
 
 
 def _cfg(tmp_path, **kw):

@@ -16,11 +16,11 @@ from minimaskrcnn.video.osvos import (
     augment_first_frame,
     finetune_first_frame,
     propagate_osvos,
-    resolve_model,
 )
 from minimaskrcnn.video.propagate import METHODS, propagate
 from minimaskrcnn.video.redetect import bhattacharyya, propagate_redetect
 from minimaskrcnn.video.synthetic import make_clip
+from minimaskrcnn.weights import resolve_model
 
 H = W = 96
 
