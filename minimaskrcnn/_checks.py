@@ -52,3 +52,54 @@ def pair(v, name: str, minimum: int = 0) -> tuple[int, int]:
     if v[0] < minimum or v[1] < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {v}")
     return v
+
+
+# -- output locations: checked before any long work starts --------------------------------------------
+
+def _probe_write(folder: str, name: str) -> None:
+    """Create and remove an empty file in ``folder``: the only reliable test that a write will work
+    (``os.access`` says yes to root on a read-only mount, and nothing about a full quota)."""
+    import os
+    import secrets
+
+    probe = os.path.join(folder, f".minimaskrcnn-write-test.{os.getpid()}.{secrets.token_hex(4)}")
+    try:
+        with open(probe, "xb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot write into folder {folder!r}: {exc.strerror}") from None
+    os.unlink(probe)
+
+
+def writable_folder(path, name: str) -> str:
+    """Create the output folder ``path`` (and its parents) if needed and check that files can be
+    written into it; raise ValueError naming the argument ``name`` otherwise. Returns ``path``."""
+    import os
+
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{name}: {path!r} exists and is not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot create folder {path!r}: {exc.strerror}") from None
+    _probe_write(path, name)
+    return path
+
+
+def writable_file(path, name: str) -> str:
+    """Check that the output file ``path`` can be written: its folder exists and accepts files, and
+    ``path`` is not a folder. Raise ValueError naming the argument ``name`` otherwise; returns ``path``.
+    (The file itself is not created: writers replace it atomically at the end.)"""
+    import os
+
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{name}: {path!r} is a folder, expected a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ValueError(f"{name}: {os.path.dirname(path)!r} (in {path!r}) is a file, not a folder")
+    if not os.path.isdir(folder):
+        raise ValueError(f"{name}: folder {os.path.dirname(path) or folder!r} of {path!r} does not exist")
+    _probe_write(folder, name)
+    return path

@@ -3,11 +3,88 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+import traceback
+
+import numpy as np
+
+PROG = "minimaskrcnn"
+
+
+class UserError(Exception):
+    """A mistake in the command line or its input files: printed as one ``error:`` line, exit 2."""
+
+
+def _user_error_message(exc: BaseException) -> str | None:
+    """The one-line message of an expected user error, or None for a bug (which gets a traceback).
+
+    Expected: ``UserError``; any ``OSError`` (a missing, unreadable or unwritable file, disk full,
+    read-only folder: the environment, not the code); and a ``ValueError`` (``CocoFormatError``
+    included) or ``FloatingPointError`` (``NonFiniteLossError``) raised by a ``raise`` statement of
+    minimaskrcnn itself — our validation, whose message names the argument or file. A ValueError
+    raised inside NumPy or another library, or by a bare expression of ours, is a bug.
+    """
+    if isinstance(exc, UserError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        if exc.filename is not None and exc.strerror:
+            return f"{exc.filename}: {exc.strerror}" if not exc.filename2 else \
+                f"{exc.filename} -> {exc.filename2}: {exc.strerror}"
+        return str(exc) or type(exc).__name__
+    if isinstance(exc, (ValueError, FloatingPointError)) and _raised_by_minimaskrcnn(exc):
+        return str(exc)
+    return None
+
+
+def _raised_by_minimaskrcnn(exc: BaseException) -> bool:
+    """True when the innermost frame of ``exc``'s traceback is a ``raise`` statement in this package."""
+    import linecache
+
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    filename = os.path.abspath(tb.tb_frame.f_code.co_filename)
+    package = os.path.dirname(os.path.abspath(__file__))
+    return filename.startswith(package + os.sep) and \
+        linecache.getline(filename, tb.tb_lineno).lstrip().startswith("raise")
+
+
+def _error_line(command: str | None, message: str) -> None:
+    where = f"{PROG} {command}" if command else PROG
+    print(f"{where}: error: {message}", file=sys.stderr)
+
+
+def _number_type(kind, test, expected: str):
+    """An argparse ``type=``: convert with ``kind`` and require ``test``; argparse then prints
+    ``error: argument --x: expected ..., got 'v'`` and exits 2."""
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    convert.__name__ = expected  # argparse names the type in some messages
+    return convert
+
+
+positive_int = _number_type(int, lambda v: v >= 1, "an integer >= 1")
+non_negative_int = _number_type(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _number_type(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+unit_float = _number_type(float, lambda v: 0.0 <= v <= 1.0, "a number in [0, 1]")
 
 
 def _demo(args) -> int:
+    from minimaskrcnn._checks import writable_file
     from minimaskrcnn.demo import run_demo
+
+    writable_file(args.out, "--out")
 
     return run_demo(out=args.out, num_images=args.num_images, seed=args.seed)
 
@@ -33,25 +110,39 @@ def _parse_set(items, expected: str) -> dict:
     overrides = {}
     for item in items or []:
         key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects {expected}, got {item!r}")
+        if not sep or not key:
+            raise UserError(f"--set expects {expected}, got {item!r}")
         overrides[key] = _literal(value)
     return overrides
 
 
 def _train(args) -> int:
+    from minimaskrcnn._checks import writable_folder
     from minimaskrcnn.config import get_preset, single_level, with_overrides
     from minimaskrcnn.train import TrainConfig, train
 
+    writable_folder(args.out, "--out")
     overrides = _parse_set(args.set, "FIELD=VALUE (e.g. mask.loss=softmax)")
     model_config = with_overrides(get_preset(args.preset), **overrides)
     if args.single_level is not None:
         model_config = single_level(model_config, args.single_level)
-    cfg = TrainConfig(preset=args.preset, steps=args.steps if args.steps is not None else
-                      (10**7 if args.minutes is not None else TrainConfig.steps),
-                      batch_size=args.batch_size, lr=args.lr, seed=args.seed, out=args.out,
-                      minutes=args.minutes, eval_images=args.eval_images,
-                      checkpoint_every=args.checkpoint_every)
+    given = {name: value for name, value in (
+        ("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr), ("seed", args.seed),
+        ("minutes", args.minutes), ("eval_images", args.eval_images),
+        ("checkpoint_every", args.checkpoint_every)) if value is not None}
+    if args.resume:
+        # Only the flags given may change the run (train() refuses those that would make it another run).
+        from minimaskrcnn.train import resumed_config
+
+        if args.minutes is not None and args.steps is None:
+            given["steps"] = 10**7
+        cfg = resumed_config(args.out, **given)
+        if not (args.set or args.single_level is not None):
+            model_config = None  # the checkpoint's own
+    else:
+        if "steps" not in given:
+            given["steps"] = 10**7 if args.minutes is not None else TrainConfig.steps
+        cfg = TrainConfig(preset=args.preset, out=args.out, **given)
     out = train(cfg, model_config, resume=args.resume)
     minutes = out["seconds"] / 60
     print(f"trained {out['step']} steps in {minutes:.1f} min; model saved to {args.out}/model.npz")
@@ -61,10 +152,8 @@ def _train(args) -> int:
 def _predict(args) -> int:
     from pathlib import Path
 
-    import numpy as np
-    from PIL import Image
-
     from minimaskrcnn import viz
+    from minimaskrcnn._checks import writable_folder
 
     if args.torchvision_weights:
         from minimaskrcnn.weights import load_torchvision_weights
@@ -75,34 +164,91 @@ def _predict(args) -> int:
         from minimaskrcnn.weights import load_model
 
         if args.set:
-            raise SystemExit("--set applies to --torchvision-weights only")
+            raise UserError("--set applies to --torchvision-weights only")
         model = load_model(args.checkpoint)
     names = model.config.class_names
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for path in args.images:
-        image = np.asarray(Image.open(path).convert("RGB"))
+    out = Path(writable_folder(args.out, "--out"))
+    failed = []
+    for path, target in zip(args.images, _output_names(args.images, out)):
+        try:
+            image = _read_image(path)
+        except UserError as exc:  # go on with the other images; report them all at the end
+            failed.append(str(exc))
+            continue
         (det,) = model.predict([image])
         keep = det["scores"] >= args.score_thresh
         fig = viz.draw_instances(image, det["boxes"][keep], det["labels"][keep], det["scores"][keep],
                                  det["masks"][keep], class_names=names)
-        target = out / (Path(path).stem + "_pred.png")
-        fig.savefig(target)
+        _save_figure(fig, target)
         found = ", ".join(f"{names[label] if names else label} {score:.2f}"
                           for label, score in zip(det["labels"][keep][:10], det["scores"][keep][:10]))
         more = ", ..." if keep.sum() > 10 else ""
         print(f"{path}: {int(keep.sum())} instance(s) [{found}{more}] -> {target}")
-    return 0
+    for message in failed:
+        _error_line("predict", message)
+    return 2 if failed else 0
+
+
+def _read_image(path) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB; UserError naming the file when it cannot be read."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as pil:
+                return np.asarray(pil.convert("RGB"))
+    except FileNotFoundError:
+        raise UserError(f"cannot read image {str(path)!r}: no such file") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as exc:  # PIL: not an image, truncated, damaged, huge
+        raise UserError(f"cannot read image {str(path)!r}: {exc}") from None
+
+
+def _output_names(images, out) -> list:
+    """One overlay file per input, ``STEM_pred.png``; inputs of the same stem (a/x.png, b/x.jpg) get
+    ``STEM-2_pred.png``, ``STEM-3_pred.png``, ... so that no output overwrites another."""
+    from pathlib import Path
+
+    names, used = [], set()
+    for path in images:
+        stem, n = Path(path).stem, 1
+        name = f"{stem}_pred.png"
+        while name in used:
+            n += 1
+            name = f"{stem}-{n}_pred.png"
+        used.add(name)
+        names.append(Path(out) / name)
+    return names
+
+
+def _save_figure(fig, target) -> None:
+    """``fig.savefig`` atomically (a temporary file beside ``target``, then a rename), then close it."""
+    import matplotlib.pyplot as plt
+
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.png")  # matplotlib reads the format
+    try:
+        fig.savefig(tmp)
+        os.replace(tmp, target)
+    finally:
+        plt.close(fig)
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _evaluate(args) -> int:
     import json
-    import os
 
+    from minimaskrcnn._checks import writable_file
     from minimaskrcnn.datasets.shapes import shapes_dataset
     from minimaskrcnn.evaluation import evaluate_model, summary
     from minimaskrcnn.weights import load_model
 
+    for name, path in (("--gt-out", args.gt_out), ("--results-out", args.results_out)):
+        if path:
+            writable_file(path, name)  # before the evaluation, not after it
     model = load_model(args.checkpoint)
     if args.dataset == "shapes":
         dataset = shapes_dataset(args.num_images, args.seed)
@@ -117,15 +263,25 @@ def _evaluate(args) -> int:
     for path, data in ((args.gt_out, coco_gt), (args.results_out, detections)):
         if path:
             tmp = f"{path}.tmp"
-            with open(tmp, "w") as f:
-                json.dump(data, f)
-            os.replace(tmp, path)
+            try:
+                with open(tmp, "w") as f:
+                    json.dump(data, f)
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):  # a failed write (disk full) leaves nothing behind
+                    os.unlink(tmp)
             print(f"wrote {path}")
     return 0
 
 
 def _vos(args) -> int:
+    from minimaskrcnn._checks import writable_file, writable_folder
     from minimaskrcnn.video import benchmark
+
+    if args.json:
+        writable_file(args.json, "--json")
+    if args.strips:
+        writable_folder(args.strips, "--strips")
 
     return benchmark.main(args.methods, clips=args.clips, json_path=args.json, strips=args.strips,
                           seed=args.seed, checkpoint=args.checkpoint)
@@ -145,8 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
         "images, print box and mask COCO AP and write a figure of the predictions.",
     )
     p.add_argument("--out", default="demo.png", help="where to write the figure (default demo.png)")
-    p.add_argument("--num-images", type=int, default=50, help="images to evaluate (default 50)")
-    p.add_argument("--seed", type=int, default=12345, help="seed of the fresh images (default 12345)")
+    p.add_argument("--num-images", type=positive_int, default=50, help="images to evaluate (default 50)")
+    p.add_argument("--seed", type=non_negative_int, default=12345,
+                   help="seed of the fresh images (default 12345)")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser(
@@ -157,19 +314,23 @@ def build_parser() -> argparse.ArgumentParser:
         "model.npz, log.jsonl and eval.json (box and mask COCO AP on fresh images) to --out.",
     )
     p.add_argument("--preset", default="shapes", choices=["shapes"], help="model preset (default shapes)")
-    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default 1800; with --minutes "
-                   "an upper bound, default unlimited)")
-    p.add_argument("--minutes", type=float, default=None, help="stop after this wall time; the lr decay "
-                   "then starts at 80%% of it (not reproducible step for step)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per step (default 8)")
-    p.add_argument("--lr", type=float, default=0.02, help="base learning rate (default 0.02)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the weights, data and samples (default 0)")
+    p.add_argument("--steps", type=positive_int, default=None, help="optimiser steps (default 1800; with "
+                   "--minutes an upper bound, default unlimited)")
+    p.add_argument("--minutes", type=positive_float, default=None, help="stop after this wall time; the lr "
+                   "decay then starts at 80%% of it (not reproducible step for step)")
+    # (Defaults None: --resume must know which flags were given; _train fills in TrainConfig's.)
+    p.add_argument("--batch-size", type=positive_int, default=None, help="images per step (default 8)")
+    p.add_argument("--lr", type=positive_float, default=None, help="base learning rate (default 0.02)")
+    p.add_argument("--seed", type=non_negative_int, default=None,
+                   help="seed of the weights, data and samples (default 0)")
     p.add_argument("--out", default="runs/shapes", help="output folder (default runs/shapes)")
-    p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint.npz")
-    p.add_argument("--checkpoint-every", type=int, default=100,
+    p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint.npz; "
+                   "--steps (a longer run), --minutes, --checkpoint-every and --eval-images may change, "
+                   "a flag that would change the run (--lr, --batch-size, --seed, --set) is refused")
+    p.add_argument("--checkpoint-every", type=positive_int, default=None,
                    help="steps between checkpoints (default 100)")
-    p.add_argument("--eval-images", type=int, default=200, help="fresh images evaluated at the end "
-                   "(default 200; 0 skips)")
+    p.add_argument("--eval-images", type=non_negative_int, default=None, help="fresh images evaluated at "
+                   "the end (default 200; 0 skips)")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="change a model config field, e.g. --set mask.loss=softmax "
                    "--set roi_heads.pooler=pool (repeatable; the paper's ablations)")
@@ -194,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --torchvision-weights: one of torchvision's keyword arguments, e.g. "
                    "--set min_size=512 --set box_score_thresh=0.7 (repeatable)")
     p.add_argument("--out", default="predictions", help="output folder (default predictions)")
-    p.add_argument("--score-thresh", type=float, default=0.5, help="draw detections scoring at least "
+    p.add_argument("--score-thresh", type=unit_float, default=0.5, help="draw detections scoring at least "
                    "this (default 0.5)")
     p.set_defaults(func=_predict)
 
@@ -206,9 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--checkpoint", required=True, help="model file written by `minimaskrcnn train`")
     p.add_argument("--dataset", default="shapes", help="'shapes' (fresh synthetic images) or a COCO folder")
-    p.add_argument("--num-images", type=int, default=500, help="images to evaluate (default 500)")
-    p.add_argument("--seed", type=int, default=1_000_003, help="seed of the shapes images (default "
-                   "1000003, never used in training)")
+    p.add_argument("--num-images", type=positive_int, default=500, help="images to evaluate (default 500)")
+    p.add_argument("--seed", type=non_negative_int, default=1_000_003, help="seed of the shapes images "
+                   "(default 1000003, never used in training)")
     p.add_argument("--gt-out", default=None, help="write the ground truth as COCO JSON here")
     p.add_argument("--results-out", default=None, help="write the detections as COCO results JSON here")
     p.set_defaults(func=_evaluate)
@@ -223,8 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", choices=["conv", "ops", "train", "resnet50"],
                    help="conv: conv2d forward+backward; ops: roi_align/roi_pool/nms; train: one "
                    "training step of the tiny model; resnet50: inference at torchvision's preset")
-    p.add_argument("--threads", type=int, default=2, help="threads for both sides (default 2)")
-    p.add_argument("--repeat", type=int, default=5, help="timed repetitions, best is kept (default 5)")
+    p.add_argument("--threads", type=positive_int, default=2, help="threads for both sides (default 2)")
+    p.add_argument("--repeat", type=positive_int, default=5,
+                   help="timed repetitions, best is kept (default 5)")
     p.set_defaults(func=_bench)
 
     p = sub.add_parser(
@@ -237,10 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="copy,flow",
                    help="comma-separated propagation methods among copy, flow, embed, redetect, osvos "
                    "(default copy,flow)")
-    p.add_argument("--clips", type=int, default=30, help="number of clips (default 30)")
+    p.add_argument("--clips", type=positive_int, default=30, help="number of clips (default 30)")
     p.add_argument("--json", default=None, help="write the results as JSON here")
     p.add_argument("--strips", default=None, help="write one PNG frame strip per clip into this folder")
-    p.add_argument("--seed", type=int, default=0, help="seed of the clips (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the clips (default 0)")
     p.add_argument("--checkpoint", default=None,
                    help="Mask R-CNN model file for redetect / osvos (default: the shipped "
                    "data/shapes_model.npz)")
@@ -249,12 +411,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Exit status: 0 done; 2 a user error (bad argument, input file or output
+    location: one ``minimaskrcnn CMD: error: ...`` line on stderr, argparse's convention); 1 a bug in
+    minimaskrcnn (its traceback, and a line saying so)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as exc:  # KeyboardInterrupt and SystemExit pass through
+        message = _user_error_message(exc)
+        if message is None:
+            traceback.print_exc()
+            _error_line(args.command, f"this is a bug in minimaskrcnn (an unexpected "
+                        f"{type(exc).__name__}); please report it with the traceback above")
+            return 1
+        _error_line(args.command, message)
+        return 2
 
 
 if __name__ == "__main__":

@@ -19,7 +19,10 @@ Build one with ``shapes()`` or ``resnet50_fpn()`` and change fields with ``datac
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
+
+import numpy as np
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -212,16 +215,46 @@ class MaskRCNNConfig:
         return cls(**kw).validate()
 
 
+# What a field of each annotation accepts: an int is a valid float, a bool is neither.
+_FIELD_TYPES = {"int": numbers.Integral, "float": numbers.Real, "bool": (bool, np.bool_), "str": str,
+                "tuple": (tuple, list), "None": type(None)}
+
+
+def _check_field_type(key: str, annotation: str, value) -> None:
+    """Raise ValueError unless ``value`` fits the field's annotation ("int", "tuple | None", ...)."""
+    names = [a.strip() for a in str(annotation).split("|")]
+    is_bool = isinstance(value, (bool, np.bool_))
+    if not any(n in _FIELD_TYPES and isinstance(value, _FIELD_TYPES[n]) and (n == "bool") == is_bool
+               for n in names):
+        raise ValueError(f"config field {key!r} expects {' or '.join(names)}, got {value!r} "
+                         f"({type(value).__name__})")
+
+
 def with_overrides(cfg: MaskRCNNConfig, **overrides) -> MaskRCNNConfig:
-    """A copy of ``cfg`` with dotted fields replaced: ``with_overrides(cfg, **{"rpn.nms_thresh": .6})``."""
+    """A copy of ``cfg`` with dotted fields replaced: ``with_overrides(cfg, **{"rpn.nms_thresh": .6})``.
+
+    Raises ValueError naming the field for an unknown field, a whole part ("rpn" rather than
+    "rpn.nms_thresh") or a value of the wrong type (e.g. a string for a float field)."""
     cfg = MaskRCNNConfig.from_dict(cfg.to_dict())
     for key, value in overrides.items():
         obj = cfg
         *path, last = key.split(".")
-        for p in path:
+        for depth, p in enumerate(path):
+            known = {f.name for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else set()
+            if p not in known or not dataclasses.is_dataclass(getattr(obj, p)):
+                where = ".".join(path[:depth]) or "the config"
+                parts = sorted(f.name for f in dataclasses.fields(obj) if dataclasses.is_dataclass(
+                    getattr(obj, f.name))) if dataclasses.is_dataclass(obj) else []
+                raise ValueError(f"unknown config field {key!r}: {where} has no part {p!r}"
+                                 + (f" (parts: {', '.join(parts)})" if parts else ""))
             obj = getattr(obj, p)
-        if not hasattr(obj, last):
-            raise ValueError(f"unknown config field {key!r}")
+        fields = {f.name: f for f in dataclasses.fields(obj)}
+        if last not in fields:
+            raise ValueError(f"unknown config field {key!r} (known: {', '.join(sorted(fields))})")
+        if dataclasses.is_dataclass(getattr(obj, last)):
+            raise ValueError(f"config field {key!r} is a group of fields: set one of them, e.g. "
+                             f"{key}.{dataclasses.fields(getattr(obj, last))[0].name}=...")
+        _check_field_type(key, fields[last].type, value)
         setattr(obj, last, value)
     return cfg.validate()
 

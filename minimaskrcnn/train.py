@@ -14,6 +14,14 @@ Files written in ``--out``:
 - ``log.jsonl``: one JSON object per step (step, lr, the five losses, total, seconds).
 - ``eval.json``: box and mask COCO AP on ``eval_images`` fresh images from ``eval_seed``.
 
+Faults. A run killed at any moment can be resumed: checkpoints are written atomically, temporary files
+of a save that was killed are removed at the next start, and a torn last line of ``log.jsonl`` (a kill
+mid-write) is dropped on resume. A non-finite loss or parameter stops the run *before* anything is
+saved, so ``checkpoint.npz`` stays the last good one (the error says its step). ``--resume`` continues
+the run as it was started: it honours a longer ``steps`` (when the lr schedule so far is unchanged),
+``minutes``, ``checkpoint_every`` and the evaluation settings, and refuses any other change (lr,
+batch size, seed, model config, ...), which would make it a different run.
+
 Determinism: for a given seed (and the same library versions and thread count) two runs produce
 the same losses; randomness comes only from ``np.random.Generator`` objects derived from the seed.
 With ``--minutes`` the run stops on time and the ×0.1 decay starts at 80% of the time budget, which
@@ -31,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from minimaskrcnn._checks import writable_folder
 from minimaskrcnn.checkpoint import (
     load_checkpoint,
     restore_rng,
@@ -81,11 +90,11 @@ class TrainConfig:
 
 # -- training ------------------------------------------------------------------------------------------
 
-def _check_finite(losses: dict, step: int) -> None:
+def _check_finite(losses: dict, step: int, note: str = "") -> None:
     for name in LOSS_NAMES:
         if not math.isfinite(losses[name]):
-            raise NonFiniteLossError(f"{name} is {losses[name]} at step {step}: training stopped "
-                                     "(lower the learning rate, or check the data)")
+            raise NonFiniteLossError(f"{name} is {losses[name]} at step {step}: training stopped (lower "
+                                     "the learning rate, or check the data)" + (f"; {note}" if note else ""))
 
 
 def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: bool = False,
@@ -93,7 +102,10 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
     """Run (or resume) a training run; returns {"step", "losses" (last), "eval" (if evaluated)}."""
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise ValueError("steps and batch_size must be >= 1")
-    os.makedirs(cfg.out, exist_ok=True)
+    if cfg.checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {cfg.checkpoint_every}")
+    writable_folder(cfg.out, "out")
+    _remove_stray_temp_files(cfg.out)
     ck_path = os.path.join(cfg.out, "checkpoint.npz")
     log_path = os.path.join(cfg.out, "log.jsonl")
     model_config = model_config or get_preset(cfg.preset)
@@ -101,20 +113,20 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
     sample_rng = np.random.default_rng([cfg.seed, 1])  # draws the anchor and RoI samples
     opt = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     step, elapsed, decay_step = 0, 0.0, None
+    last_good = None  # the step of checkpoint.npz, when it holds this run
     if resume:
-        state, meta = load_checkpoint(ck_path)
-        # The run's own settings win, except how long to go on and how to show progress.
-        known = {f.name for f in dataclasses.fields(TrainConfig)}
-        saved = {k: v for k, v in meta["train"].items() if k in known}
-        cfg = dataclasses.replace(TrainConfig(**saved), steps=cfg.steps, minutes=cfg.minutes,
-                                  progress=cfg.progress, out=cfg.out)
+        state, meta = _read_training_checkpoint(ck_path)
+        cfg = _resumed_config(cfg, meta, model_config, ck_path)
         model = MaskRCNN(MaskRCNNConfig.from_dict(meta["config"]), np.random.default_rng(cfg.seed))
         model.load_state_dict(strip_prefix(state, "model."))
         opt = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         opt.load_state_dict(strip_prefix(state, "optim."))
         sample_rng = restore_rng(meta["rng"])
         step, elapsed, decay_step = meta["step"], meta.get("elapsed", 0.0), meta.get("decay_step")
-        _truncate_log(log_path, step)
+        last_good = step
+        dropped = _repair_log(log_path, step)
+        if dropped and cfg.progress:
+            print(f"{log_path}: dropped {dropped} torn line(s) (the previous run was killed while writing)")
     if cfg.minutes is None:
         decay_step = int(round(cfg.steps * (1 - cfg.decay_fraction)))
     schedule = LRSchedule(cfg.lr, warmup_iters=cfg.warmup_steps, warmup_factor=cfg.warmup_factor)
@@ -126,10 +138,13 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
                          f"{data.num_classes + 1})")
 
     def save():
+        nonlocal last_good
         meta = {"step": step, "elapsed": elapsed, "decay_step": decay_step, "rng": rng_state(sample_rng),
                 "config": model.config.to_dict(), "train": dataclasses.asdict(cfg)}
-        save_checkpoint(ck_path, {**with_prefix(model.state_dict(), "model."),
-                                  **with_prefix(opt.state_dict(), "optim.")}, meta)
+        state = {**with_prefix(model.state_dict(), "model."), **with_prefix(opt.state_dict(), "optim.")}
+        _refuse_non_finite(state, step, _last_good_note(ck_path, last_good, cfg.checkpoint_every))
+        save_checkpoint(ck_path, state, meta)
+        last_good = step
 
     bar = None
     if cfg.progress:
@@ -151,18 +166,20 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
             t0 = time.perf_counter()
             first = step * cfg.batch_size
             images, targets = batch_of(data, [i % pool for i in range(first, first + cfg.batch_size)])
+            note = _last_good_note(ck_path, last_good, cfg.checkpoint_every)
             try:
                 losses = model.forward_train(images, targets, rng=sample_rng)
             except FloatingPointError as exc:
                 parts = ", ".join(LOSS_NAMES)
                 raise NonFiniteLossError(f"every loss ({parts}) is non-finite at step {step}: {exc}; "
-                                         "training stopped (lower the learning rate)") from None
-            _check_finite(losses, step)
+                                         f"training stopped (lower the learning rate); {note}") from None
+            _check_finite(losses, step, note)
             opt.zero_grad()
             model.backward()
             lr = schedule.lr_at(step) * (0.1 if decay_step is not None and step >= decay_step else 1.0)
             opt.lr = lr
             opt.step()
+            _check_parameters_finite(model, step, note)
             total = sum(losses.values())
             step += 1
             elapsed = time.perf_counter() - t_start
@@ -185,21 +202,155 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
         results, _, _ = evaluate_model(model, eval_data, progress=cfg.progress)
         out["eval"] = {t: {k: r[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
                        for t, r in results.items()}
-        with open(os.path.join(cfg.out, "eval.json"), "w") as f:
-            json.dump({"step": step, "eval_images": cfg.eval_images, "eval_seed": cfg.eval_seed,
-                       **out["eval"]}, f, indent=1)
+        _write_json_atomic(os.path.join(cfg.out, "eval.json"),
+                           {"step": step, "eval_images": cfg.eval_images, "eval_seed": cfg.eval_seed,
+                            **out["eval"]})
         if cfg.progress:
             print(summary(results))
     return out
 
 
-def _truncate_log(path: str, step: int) -> None:
-    """Drop log lines past ``step`` (written after the checkpoint we resume from), atomically."""
+# -- fault handling: temp files of a killed save, a torn log, resume checks, non-finite state --------
+
+# Temporary files of our atomic writes: save_checkpoint's ".NAME.PID.HEX.tmp", and "NAME.tmp".
+_TEMP_PATTERNS = (".checkpoint.npz.*.tmp", ".model.npz.*.tmp", "log.jsonl.tmp", "eval.json.tmp")
+
+
+def _remove_stray_temp_files(out: str) -> list[str]:
+    """Remove what a save killed mid-write (SIGKILL, power loss) left in ``out``; returns the names."""
+    import glob
+
+    removed = []
+    for pattern in _TEMP_PATTERNS:
+        for path in glob.glob(os.path.join(glob.escape(out), pattern)):
+            try:
+                os.unlink(path)
+                removed.append(os.path.basename(path))
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+def _repair_log(path: str, step: int) -> int:
+    """Keep the log's complete lines up to ``step`` (the checkpoint we resume from), atomically.
+
+    Lines past ``step`` were written after that checkpoint and are dropped (the resumed run writes
+    them again). A line that is not a complete JSON object (a kill mid-write tears the last one) ends
+    the log: it and anything after it are dropped. Returns the number of torn lines dropped."""
     if not os.path.exists(path):
-        return
-    with open(path) as f:
-        lines = [ln for ln in f if ln.strip() and json.loads(ln)["step"] <= step]
+        return 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        raw = f.read().split("\n")
+    lines, torn = [], 0
+    for i, text in enumerate(raw):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+            ok = isinstance(record, dict) and isinstance(record.get("step"), int)
+        except json.JSONDecodeError:
+            ok = False
+        if not ok:
+            torn = sum(1 for t in raw[i:] if t.strip())
+            break
+        if record["step"] <= step:
+            lines.append(text + "\n")
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with open(tmp, "w", encoding="utf-8") as f:
         f.writelines(lines)
     os.replace(tmp, path)
+    return torn
+
+
+def _read_training_checkpoint(path: str) -> tuple[dict, dict]:
+    """``load_checkpoint`` plus the training state --resume needs; ValueError for a model file."""
+    state, meta = load_checkpoint(path)
+    missing = [k for k in ("train", "step", "rng", "config") if k not in meta]
+    if missing or not any(k.startswith("optim.") for k in state):
+        lacking = ", ".join(missing) or "optimiser state"
+        raise ValueError(f"{path!r} holds a model but no training state (no {lacking}): --resume needs "
+                         "the checkpoint.npz a training run writes, not a model file")
+    return state, meta
+
+
+# Settings --resume may change without making it a different run: how long to go on, how often to
+# checkpoint, how to show progress, where the run lives and what to evaluate at the end.
+_RESUME_MAY_CHANGE = ("steps", "minutes", "checkpoint_every", "progress", "out", "eval_images",
+                      "eval_seed")
+
+
+def resumed_config(out: str, **changes) -> TrainConfig:
+    """The TrainConfig of the run checkpointed in ``out`` with ``changes`` applied (what the command
+    line's ``--resume`` passes to :func:`train`: only the flags the user gave)."""
+    _, meta = _read_training_checkpoint(os.path.join(out, "checkpoint.npz"))
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    saved = TrainConfig(**{k: v for k, v in meta["train"].items() if k in known})
+    return dataclasses.replace(saved, out=out, **changes)
+
+
+def _as_json(value):
+    return json.loads(json.dumps(value, default=list))  # tuples and lists compare equal
+
+
+def _resumed_config(cfg: TrainConfig, meta: dict, model_config, ck_path: str) -> TrainConfig:
+    """``cfg`` for the resumed run, or ValueError naming every setting that would change the run.
+
+    ``steps`` is honoured when it reproduces an uninterrupted run of the new length: not below the
+    checkpoint's step, and the lr decay (at 80% of the steps) not moved across steps already taken."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    saved = TrainConfig(**{k: v for k, v in meta["train"].items() if k in known})
+    changed = [f"{name} ({getattr(saved, name)!r} -> {getattr(cfg, name)!r})" for name in sorted(known)
+               if name not in _RESUME_MAY_CHANGE
+               and _as_json(getattr(saved, name)) != _as_json(getattr(cfg, name))]
+    if model_config is not None and _as_json(model_config.to_dict()) != _as_json(meta["config"]):
+        changed.append("the model config")
+    if changed:
+        raise ValueError(f"--resume continues the run in {cfg.out!r} exactly as it was started; it cannot "
+                         f"change {', '.join(changed)}. Resume without them, or start a new run in "
+                         "another folder")
+    step = meta["step"]
+    if cfg.steps < step:
+        raise ValueError(f"steps={cfg.steps} is below the step of {ck_path!r} ({step}): the run is "
+                         "already further")
+    if cfg.minutes is None and saved.minutes is None and cfg.steps != saved.steps:
+        old = meta.get("decay_step")
+        new = int(round(cfg.steps * (1 - cfg.decay_fraction)))
+        if old != new and step > min(old, new):
+            raise ValueError(f"steps={cfg.steps}: {ck_path!r} is at step {step}, past the start of the "
+                             f"lr decay (step {min(old, new)}) of the {saved.steps}- or the {cfg.steps}-step "
+                             f"schedule, so resuming cannot reproduce a {cfg.steps}-step run. Resume with "
+                             f"steps={saved.steps}, or start a new run")
+    return dataclasses.replace(saved, **{k: getattr(cfg, k) for k in _RESUME_MAY_CHANGE})
+
+
+def _last_good_note(ck_path: str, last_good: int | None, every: int) -> str:
+    if last_good is None:
+        return f"no checkpoint of this run was written yet (the first is due at step {every})"
+    return f"the last good checkpoint, {ck_path}, is at step {last_good} and was kept"
+
+
+def _check_parameters_finite(model, step: int, note: str) -> None:
+    """After step ``step``'s update: NonFiniteLossError naming the first non-finite parameter."""
+    for name, p in model.named_parameters():
+        if not np.all(np.isfinite(p.data)):
+            raise NonFiniteLossError(f"parameter {name} is non-finite after the update of step {step}: "
+                                     f"training stopped (lower the learning rate); {note}")
+
+
+def _refuse_non_finite(state: dict, step: int, note: str) -> None:
+    """Never save a non-finite state over the last good checkpoint."""
+    for key, value in state.items():
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            raise NonFiniteLossError(f"{key} is non-finite at step {step}: not saved; {note}")
+
+
+def _write_json_atomic(path: str, data) -> None:
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -12,6 +12,12 @@ def evaluate_model(model, dataset, indices=None, batch_size: int = 8, progress: 
     from minimaskrcnn.datasets.coco import dataset_to_coco, detections_to_coco
     from minimaskrcnn.evaluation import coco_evaluate
 
+    category_ids = getattr(dataset, "category_ids", None)
+    model_classes = getattr(getattr(model, "config", None), "num_classes", None)
+    if category_ids is not None and model_classes is not None and model_classes != len(category_ids) + 1:
+        raise ValueError(f"the model predicts {model_classes - 1} classes but the data set has "
+                         f"{len(category_ids)} categories ({dataset!r}): its labels cannot be mapped to "
+                         "the data set's category ids")
     indices = list(range(len(dataset))) if indices is None else list(indices)
     coco_gt = dataset_to_coco(dataset, indices)
     detections = []
@@ -26,7 +32,7 @@ def evaluate_model(model, dataset, indices=None, batch_size: int = 8, progress: 
         for idx, it, p in zip(chunk, items, preds):
             image_id = int(it.get("image_id", idx))
             detections += detections_to_coco(image_id, p["boxes"], p["labels"], p["scores"], p["masks"],
-                                             category_ids=getattr(dataset, "category_ids", None))
+                                             category_ids=category_ids)
     results = {t: coco_evaluate(coco_gt, detections, t) for t in ("bbox", "segm")}
     return results, coco_gt, detections
 

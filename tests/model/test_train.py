@@ -84,7 +84,8 @@ def test_nan_loss_stops_with_the_part_and_step(tmp_path):
 
 
 def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
-    cfg = _cfg(tmp_path, steps=3)
+    # (no lr decay: a 3-step run can then be resumed as a 6-step one, see test_resume_refuses_...)
+    cfg = _cfg(tmp_path, steps=3, decay_fraction=0.0)
     train(cfg, _model_cfg())
     path = os.path.join(cfg.out, "checkpoint.npz")
     before, meta = load_checkpoint(path)
@@ -94,7 +95,7 @@ def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(np, "savez", boom)
     with pytest.raises(KeyboardInterrupt):
-        train(_cfg(tmp_path, steps=6), _model_cfg(), resume=True)
+        train(_cfg(tmp_path, steps=6, decay_fraction=0.0), _model_cfg(), resume=True)
     after, meta2 = load_checkpoint(path)
     assert meta2["step"] == meta["step"] == 3
     assert all(np.array_equal(before[k], after[k]) for k in before)
