@@ -155,6 +155,7 @@ def _predict(args) -> int:
     from minimaskrcnn import viz
     from minimaskrcnn._checks import writable_folder
 
+    out = Path(writable_folder(args.out, "--out"))  # before loading anything
     if args.torchvision_weights:
         from minimaskrcnn.weights import load_torchvision_weights
 
@@ -167,7 +168,6 @@ def _predict(args) -> int:
             raise UserError("--set applies to --torchvision-weights only")
         model = load_model(args.checkpoint)
     names = model.config.class_names
-    out = Path(writable_folder(args.out, "--out"))
     failed = []
     for path, target in zip(args.images, _output_names(args.images, out)):
         try:
@@ -232,6 +232,8 @@ def _save_figure(fig, target) -> None:
     try:
         fig.savefig(tmp)
         os.replace(tmp, target)
+    except OSError as exc:  # disk full, folder removed meanwhile
+        raise UserError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
     finally:
         plt.close(fig)
         if tmp.exists():
@@ -267,6 +269,8 @@ def _evaluate(args) -> int:
                 with open(tmp, "w") as f:
                     json.dump(data, f)
                 os.replace(tmp, path)
+            except OSError as exc:
+                raise UserError(f"cannot write {path!r}: {exc.strerror or exc}") from None
             finally:
                 if os.path.exists(tmp):  # a failed write (disk full) leaves nothing behind
                     os.unlink(tmp)

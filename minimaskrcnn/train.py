@@ -30,6 +30,7 @@ depends on the machine's speed: such a run is not reproducible step for step.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -143,7 +144,8 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
                 "config": model.config.to_dict(), "train": dataclasses.asdict(cfg)}
         state = {**with_prefix(model.state_dict(), "model."), **with_prefix(opt.state_dict(), "optim.")}
         _refuse_non_finite(state, step, _last_good_note(ck_path, last_good, cfg.checkpoint_every))
-        save_checkpoint(ck_path, state, meta)
+        with _naming(ck_path):
+            save_checkpoint(ck_path, state, meta)
         last_good = step
 
     bar = None
@@ -154,7 +156,7 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
         bar = tqdm(total=total, initial=step, unit="step", desc="training", dynamic_ncols=True)
     losses = {}
     budget = None if cfg.minutes is None else cfg.minutes * 60.0
-    with open(log_path, "a") as log:
+    with _open_log(log_path) as log:
         t_start = time.perf_counter() - elapsed
         while step < cfg.steps:
             elapsed = time.perf_counter() - t_start
@@ -195,7 +197,8 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
     if bar is not None:
         bar.close()
     save()
-    save_model(os.path.join(cfg.out, "model.npz"), model, {"step": step})
+    with _naming(os.path.join(cfg.out, "model.npz")):
+        save_model(os.path.join(cfg.out, "model.npz"), model, {"step": step})
     out = {"step": step, "losses": losses, "seconds": elapsed}
     if evaluate and cfg.eval_images > 0:
         eval_data = shapes_dataset(cfg.eval_images, cfg.eval_seed, cfg.image_size, cfg.dataset_options)
@@ -256,7 +259,7 @@ def _repair_log(path: str, step: int) -> int:
         if record["step"] <= step:
             lines.append(text + "\n")
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with _naming(tmp), open(tmp, "w", encoding="utf-8") as f:
         f.writelines(lines)
     os.replace(tmp, path)
     return torn
@@ -333,7 +336,7 @@ def _check_parameters_finite(model, step: int, note: str) -> None:
     """After step ``step``'s update: NonFiniteLossError naming the first non-finite parameter."""
     for name, p in model.named_parameters():
         if not np.all(np.isfinite(p.data)):
-            raise NonFiniteLossError(f"parameter {name} is non-finite after the update of step {step}: "
+            raise NonFiniteLossError(f"parameter {name} is non-finite after step {step + 1}'s update: "
                                      f"training stopped (lower the learning rate); {note}")
 
 
@@ -344,10 +347,46 @@ def _refuse_non_finite(state: dict, step: int, note: str) -> None:
             raise NonFiniteLossError(f"{key} is non-finite at step {step}: not saved; {note}")
 
 
+@contextlib.contextmanager
+def _naming(path: str):
+    """Re-raise an OSError that names no file (a write's ENOSPC: "No space left on device") as one
+    naming ``path``, so the error says which file could not be written."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), path) from exc
+
+
+class _open_log:
+    """``open(path, "a")`` for the JSON-lines log whose write and flush errors name the file."""
+
+    def __init__(self, path: str):
+        self.path = path
+        with _naming(path):
+            self.file = open(path, "a")
+
+    def write(self, text: str) -> None:
+        with _naming(self.path):
+            self.file.write(text)
+
+    def flush(self) -> None:
+        with _naming(self.path):
+            self.file.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with _naming(self.path):
+            self.file.close()
+
+
 def _write_json_atomic(path: str, data) -> None:
     tmp = path + ".tmp"
     try:
-        with open(tmp, "w") as f:
+        with _naming(path), open(tmp, "w") as f:
             json.dump(data, f, indent=1)
         os.replace(tmp, path)
     except BaseException:
