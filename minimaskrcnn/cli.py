@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train Mask R-CNN from scratch (hand-written backprop) on fresh synthetic shapes images",
         description="Train from scratch: SGD (momentum 0.9, weight decay 1e-4), linear warm-up over 200 "
-        "steps, lr x 0.1 for the last 20%% of the run. Writes checkpoint.npz (atomic, periodic), "
+        "steps, lr x 0.1 for the last 20% of the run. Writes checkpoint.npz (atomic, periodic), "
         "model.npz, log.jsonl and eval.json (box and mask COCO AP on fresh images) to --out.",
     )
     p.add_argument("--preset", default="shapes", choices=["shapes"], help="model preset (default shapes)")
@@ -347,7 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="detect and segment objects in image files, write overlays",
         description="Run a trained model (model.npz or checkpoint.npz) or torchvision's COCO-trained "
         "maskrcnn_resnet50_fpn weights (a .pth you downloaded; read without torch, nothing in it is "
-        "executed) on images and write, per image, a PNG with masks, boxes, class names and scores.",
+        "executed) on images and write, per image, a PNG with masks, boxes, class names and scores "
+        "(STEM_pred.png; STEM-2_pred.png, ... for inputs of the same name). An image that cannot be read "
+        "is skipped and reported in an error line at the end, and the exit status is then 2.",
     )
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     which = p.add_mutually_exclusive_group(required=True)

@@ -11,7 +11,8 @@ Files written in ``--out``:
   ``checkpoint_every`` steps and at the end). ``--resume`` continues from it exactly: the same
   parameters as an uninterrupted run.
 - ``model.npz``: the final model alone (float32, what ``predict``/``evaluate``/``demo`` load).
-- ``log.jsonl``: one JSON object per step (step, lr, the five losses, total, seconds).
+- ``log.jsonl``: one JSON object per step (step, lr, the five losses, total, seconds); a new run
+  (not ``--resume``) starts a new log.
 - ``eval.json``: box and mask COCO AP on ``eval_images`` fresh images from ``eval_seed``.
 
 Faults. A run killed at any moment can be resumed: checkpoints are written atomically, temporary files
@@ -156,7 +157,7 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
         bar = tqdm(total=total, initial=step, unit="step", desc="training", dynamic_ncols=True)
     losses = {}
     budget = None if cfg.minutes is None else cfg.minutes * 60.0
-    with _open_log(log_path) as log:
+    with _open_log(log_path, "a" if resume else "w") as log:  # a new run starts a new log
         t_start = time.perf_counter() - elapsed
         while step < cfg.steps:
             elapsed = time.perf_counter() - t_start
@@ -360,12 +361,12 @@ def _naming(path: str):
 
 
 class _open_log:
-    """``open(path, "a")`` for the JSON-lines log whose write and flush errors name the file."""
+    """``open(path, mode)`` for the JSON-lines log, whose write and flush errors name the file."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, mode: str):
         self.path = path
         with _naming(path):
-            self.file = open(path, "a")
+            self.file = open(path, mode)
 
     def write(self, text: str) -> None:
         with _naming(self.path):

@@ -379,3 +379,13 @@ def test_cli_resume_keeps_the_runs_own_settings(tmp_path, monkeypatch):
 
     assert seen["resume"] and seen["model"] is None
     assert seen["cfg"] == dataclasses.replace(cfg, checkpoint_every=1)
+
+
+def test_a_new_run_starts_a_new_log(tmp_path):
+    """A fresh run in a folder whose previous run was killed mid-write: the log holds this run only."""
+    cfg = _cfg(tmp_path, steps=2)
+    os.makedirs(cfg.out)
+    with open(os.path.join(cfg.out, "log.jsonl"), "w") as f:
+        f.write('{"step": 1, "total": 1.0}\n{"step": 2, "to')
+    train(cfg, _model_cfg())
+    assert [r["step"] for r in _log(cfg.out)] == [1, 2]
