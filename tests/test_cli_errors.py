@@ -282,3 +282,32 @@ def _cli(*argv, cwd):
 def test_subprocess_one_error_line_exit_2(files, tmp_path, argv, needle):
     proc = _cli(*(a.format(files=files) for a in argv), cwd=tmp_path)
     assert_user_error(proc.returncode, proc.stderr, needle)
+
+
+def test_disk_full_while_writing_an_overlay(files, tmp_path, capsys, monkeypatch):
+    from matplotlib.figure import Figure
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Figure, "savefig", full)
+    code, _, err = run(["predict", files / "good.png", "--checkpoint", files / "m.npz", "--out", tmp_path],
+                       capsys)
+    assert_user_error(code, err, "good_pred.png", "No space left on device")
+    assert os.listdir(tmp_path) == []
+
+
+def test_disk_full_while_training_names_the_checkpoint(tmp_path, capsys, monkeypatch):
+    """ENOSPC in the middle of a checkpoint save of `minimaskrcnn train`: one error line naming
+    checkpoint.npz, exit 2, no temporary file left (a one-step run of a tiny model)."""
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(np, "savez", full)
+    code, _, err = run(["train", "--out", tmp_path / "run", "--steps", "1", "--batch-size", "1",
+                        "--eval-images", "0", "--set", "backbone.stem_channels=8",
+                        "--set", "backbone.stage_channels=(8, 8, 16, 16)", "--set", "backbone.num_groups=4",
+                        "--set", "backbone.fpn_channels=8", "--set", "mask.layers=(8, 8)",
+                        "--set", "roi_heads.representation_size=16"], capsys)
+    assert_user_error(code, err, "checkpoint.npz: No space left on device")
+    assert [f for f in os.listdir(tmp_path / "run") if f.endswith(".tmp")] == []
