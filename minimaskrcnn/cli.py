@@ -85,7 +85,6 @@ def _demo(args) -> int:
     from minimaskrcnn.demo import run_demo
 
     writable_file(args.out, "--out")
-
     return run_demo(out=args.out, num_images=args.num_images, seed=args.seed)
 
 
