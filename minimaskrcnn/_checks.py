@@ -39,16 +39,25 @@ def check_finite(x: np.ndarray, name: str) -> None:
 
 
 def pair(v, name: str, minimum: int = 0) -> tuple[int, int]:
-    """Normalise an int or a 2-sequence of ints into ``(vh, vw)``, each ≥ ``minimum``."""
-    if isinstance(v, (int, np.integer)):
+    """Normalise an int or a 2-sequence of ints into ``(vh, vw)``, each ≥ ``minimum``.
+
+    Floats (even 2.0) and bools are refused, as torch refuses them: a size computed as a float is
+    usually a bug (a division that should have been ``//``)."""
+    def is_int(a):
+        return isinstance(a, (int, np.integer)) and not isinstance(a, (bool, np.bool_))
+
+    if is_int(v):
         v = (int(v), int(v))
     else:
         try:
-            v = tuple(int(a) for a in v)
+            items = tuple(v)
         except TypeError:
             raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}") from None
-        if len(v) != 2:
+        if not all(is_int(a) for a in items):
+            raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
+        if len(items) != 2:
             raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
+        v = tuple(int(a) for a in items)
     if v[0] < minimum or v[1] < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {v}")
     return v

@@ -8,7 +8,11 @@ JSON text of the metadata. The library adds ``format`` ("minimaskrcnn-checkpoint
 Safety. A save writes to a temporary file in the destination's folder and then ``os.replace``-s it
 onto the destination, which is atomic on POSIX and Windows: a crash or an exception mid-save leaves
 the previous checkpoint intact and no half-written file. A load uses ``allow_pickle=False``, so a
-checkpoint can never run code; object arrays are refused on both sides.
+checkpoint can never run code; object arrays are refused on both sides. Before a member is inflated,
+its ``.npy`` header (shape and dtype) must agree with the size the zip declares for it, and all the
+members together must fit ``16 × the file's size + 16 MiB`` (``save_checkpoint`` stores them
+uncompressed, so a real checkpoint is about its file's size): a header declaring 2**40 elements, or a
+small compressed member that would inflate to 256 MiB, is refused with a ValueError naming it.
 
 Training state. Everything a trainer needs to resume goes into one file by prefixing names::
 
@@ -25,15 +29,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import secrets
 import zipfile
+import zlib
 
 import numpy as np
 
 FORMAT = "minimaskrcnn-checkpoint"
 FORMAT_VERSION = 1
 METADATA_KEY = "__metadata__"
+
+# What one load may inflate: this many times the file's size, plus NPZ_BUDGET_SLACK bytes.
+NPZ_BUDGET_FACTOR = 16
+NPZ_BUDGET_SLACK = 16 * 2**20
 
 
 def _json_default(obj):
@@ -112,23 +122,9 @@ def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path!r} is not a readable checkpoint (.npz): {exc}") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path!r} is a single .npy array, not a checkpoint (.npz archive)")
-    with archive:
-        if METADATA_KEY not in archive.files:
-            raise ValueError(f"{path!r} is an .npz file but not a minimaskrcnn checkpoint (no metadata)")
-        state = {}
-        try:
-            for key in archive.files:
-                state[key] = archive[key]
-        except ValueError as exc:  # raised by NumPy for object arrays when allow_pickle=False
-            raise ValueError(f"{path!r}: entry {key!r} cannot be loaded without unpickling: {exc}") from None
-        except (OSError, zipfile.BadZipFile, EOFError) as exc:
-            raise ValueError(f"{path!r} is damaged: entry {key!r}: {exc}") from None
+    state = _read_npz(path)
+    if METADATA_KEY not in state:
+        raise ValueError(f"{path!r} is an .npz file but not a minimaskrcnn checkpoint (no metadata)")
     raw = state.pop(METADATA_KEY)
     try:
         metadata = json.loads(str(raw[()]))
@@ -141,6 +137,66 @@ def load_checkpoint(path) -> tuple[dict[str, np.ndarray], dict]:
         raise ValueError(f"{path!r} uses checkpoint format {metadata['format_version']}; this library "
                          f"reads format {FORMAT_VERSION} or older — upgrade minimaskrcnn")
     return state, metadata
+
+
+def _read_npz(path: str) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` at ``path``, each member checked before it is inflated.
+
+    1. the file is a zip archive (a single ``.npy`` or anything else is refused);
+    2. per member: a ``.npy`` name, its .npy header read (a few hundred bytes at most), the dtype not
+       an object dtype (that would need unpickling), and ``header + prod(shape) · itemsize`` equal to
+       the uncompressed size the zip declares;
+    3. the declared sizes, summed, within ``NPZ_BUDGET_FACTOR × file size + NPZ_BUDGET_SLACK``;
+    4. only then the member is read, with ``allow_pickle=False``.
+    """
+    with open(path, "rb") as f:
+        if f.read(6) == b"\x93NUMPY":
+            raise ValueError(f"{path!r} is a single .npy array, not a checkpoint (.npz archive)")
+    budget = NPZ_BUDGET_FACTOR * os.path.getsize(path) + NPZ_BUDGET_SLACK
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise ValueError(f"{path!r} is not a readable checkpoint (.npz): {exc}") from None
+    fmt = np.lib.format
+    state, total, key = {}, 0, None
+    with zf:
+        try:
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    raise ValueError(f"{path!r}: member {info.filename!r} is not an .npy array")
+                key = info.filename[:-4]
+                total += info.file_size
+                if total > budget:
+                    raise ValueError(f"{path!r}: entry {key!r} declares {info.file_size} bytes once "
+                                     f"inflated, bringing the archive past {budget} bytes "
+                                     f"({NPZ_BUDGET_FACTOR} x its size + 16 MiB): it declares far more "
+                                     "data than it holds")
+                with zf.open(info) as fp:
+                    version = fmt.read_magic(fp)
+                    if version == (1, 0):
+                        shape, fortran, dtype = fmt.read_array_header_1_0(fp)
+                    elif version == (2, 0):
+                        shape, fortran, dtype = fmt.read_array_header_2_0(fp)
+                    else:
+                        raise ValueError(f"{path!r}: entry {key!r} has .npy format {version}, "
+                                         "expected 1.0 or 2.0")
+                    header = fp.tell()
+                if dtype.hasobject:
+                    raise ValueError(f"{path!r}: entry {key!r} cannot be loaded without unpickling: it is an "
+                                     f"object array ({dtype})")
+                nbytes = math.prod(shape) * dtype.itemsize
+                if header + nbytes != info.file_size:
+                    raise ValueError(f"{path!r}: entry {key!r} declares shape {shape} of {dtype} "
+                                     f"({nbytes} bytes) but its member holds {info.file_size - header}")
+                with zf.open(info) as fp:  # sizes agree: numpy allocates no more than the zip declares
+                    state[key] = fmt.read_array(fp, allow_pickle=False)
+        except ValueError as exc:
+            if str(exc).startswith(repr(path)):
+                raise
+            raise ValueError(f"{path!r} is damaged: entry {key!r}: {exc}") from None
+        except (OSError, zipfile.BadZipFile, EOFError, zlib.error, RuntimeError) as exc:
+            raise ValueError(f"{path!r} is damaged: entry {key!r}: {exc}") from None
+    return state
 
 
 # -- helpers for saving several objects (model, optimiser) and the RNG in one checkpoint -------------

@@ -52,15 +52,29 @@ def save_model(path, model, metadata: dict | None = None) -> None:
     save_checkpoint(path, with_prefix(state, "model."), meta)
 
 
+def check_finite_state(state_dict: dict, source: str) -> None:
+    """Raise ValueError naming ``source`` and the first parameter (or buffer) holding NaN or inf:
+    such a model predicts nothing at all, and would do so without a word."""
+    for name, value in state_dict.items():
+        v = np.asarray(value)
+        if v.dtype.kind in "fc" and not np.all(np.isfinite(v)):
+            bad = int(np.count_nonzero(~np.isfinite(v)))
+            raise ValueError(f"{source}: parameter {name!r} holds {bad} non-finite value(s) (NaN or inf) "
+                             f"out of {v.size}: the file is damaged or comes from a diverged training run")
+
+
 def load_model(path):
-    """A model saved by ``save_model`` or a training checkpoint (both keep the config)."""
+    """A model saved by ``save_model`` or a training checkpoint (both keep the config). Refuses a
+    file whose parameters are not all finite, naming the parameter."""
     from minimaskrcnn.model import MaskRCNN
 
     state, meta = load_checkpoint(path)
     if "config" not in meta:
         raise ValueError(f"{path!r} has no model config in its metadata: not a minimaskrcnn model file")
+    state = _strip_key_prefix(state, "model.")
+    check_finite_state(state, repr(str(path)))
     model = MaskRCNN(MaskRCNNConfig.from_dict(meta["config"]), np.random.default_rng(0))
-    model.load_state_dict(_strip_key_prefix(state, "model."))
+    model.load_state_dict(state)
     return model
 
 
@@ -190,7 +204,9 @@ def num_classes_of(state_dict: dict) -> int:
 
 def load_state_dict_named(model, state_dict: dict, source: str = "state_dict") -> None:
     """Strictly load ``state_dict`` into ``model`` (any Module); on any missing, unexpected or
-    mis-shaped key raise ValueError naming ``source``, every offending key, and a likely cause."""
+    mis-shaped key raise ValueError naming ``source``, every offending key, and a likely cause; on a
+    parameter holding NaN or inf raise ValueError naming ``source`` and the parameter."""
+    check_finite_state(state_dict, source)
     try:
         model.load_state_dict(state_dict, strict=True)
     except ValueError as exc:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import zipfile
 
 import numpy as np
 import pytest
@@ -231,3 +233,63 @@ def test_module_state_round_trip(tmp_path):
     b.load_state_dict(state)
     x = np.random.default_rng(2).standard_normal((1, 3, 5, 5)).astype(np.float32)
     np.testing.assert_array_equal(a(x), b(x))
+
+
+# -- hostile archives: declared sizes are checked before anything is inflated ------------------------
+
+def _npz_with_member(path, name: str, payload: bytes, compress=zipfile.ZIP_STORED):
+    """A checkpoint-looking archive: valid metadata plus one hand-made member."""
+    meta = io.BytesIO()
+    np.lib.format.write_array(meta, np.array(json.dumps({"format": "minimaskrcnn-checkpoint",
+                                                         "format_version": 1})))
+    with zipfile.ZipFile(path, "w", compression=compress) as zf:
+        zf.writestr("__metadata__.npy", meta.getvalue())
+        zf.writestr(name, payload)
+    return path
+
+
+def _npy_header(shape, descr="<f4") -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def test_declared_huge_shape_is_refused_not_memory_error(tmp_path):
+    # 2**40 float32 elements (4 TiB) declared by a 100-byte member.
+    path = _npz_with_member(tmp_path / "huge.npz", "w.npy", _npy_header((2**40,)) + bytes(16))
+    with pytest.raises(ValueError, match=r"entry 'w' declares shape \(1099511627776,\)"):
+        load_checkpoint(path)
+
+
+def test_compressed_bomb_is_refused_before_inflating(tmp_path):
+    # 64 MiB of zeros deflate to ~64 KB: far past 16 x the file + 16 MiB.
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.zeros(2**24, np.float32))
+    path = _npz_with_member(tmp_path / "bomb.npz", "w.npy", buf.getvalue(), zipfile.ZIP_DEFLATED)
+    assert path.stat().st_size < 2**20
+    with pytest.raises(ValueError, match="entry 'w' declares .* far more data than it holds"):
+        load_checkpoint(path)
+
+
+def test_header_and_member_size_must_agree(tmp_path):
+    path = _npz_with_member(tmp_path / "short.npz", "w.npy", _npy_header((10,)) + bytes(8))
+    with pytest.raises(ValueError, match=r"entry 'w' declares shape \(10,\).*40 bytes.*holds 8"):
+        load_checkpoint(path)
+    path = _npz_with_member(tmp_path / "obj.npz", "w.npy", _npy_header((1,), "|O") + bytes(8))
+    with pytest.raises(ValueError, match="entry 'w' cannot be loaded without unpickling"):
+        load_checkpoint(path)
+    path = _npz_with_member(tmp_path / "other.npz", "notes.txt", b"hello")
+    with pytest.raises(ValueError, match="'notes.txt' is not an .npy array"):
+        load_checkpoint(path)
+
+
+def test_small_compressed_checkpoint_still_loads(tmp_path):
+    path = tmp_path / "ok.npz"
+    save_checkpoint(path, {"w": np.arange(12.0).reshape(3, 4)}, {"step": 3})
+    state, meta = load_checkpoint(path)
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp_path / "z.npz", "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+    state2, meta2 = load_checkpoint(tmp_path / "z.npz")
+    np.testing.assert_array_equal(state2["w"], state["w"])
+    assert meta2 == meta

@@ -192,3 +192,24 @@ def test_file_that_would_run_a_command_is_refused(tmp_path):
     with pytest.raises(UnsafePickleError, match="refusing to load"):
         load_torchvision_weights(path)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_parameters_are_refused_by_name(tmp_path, bad):
+    # A model file whose weights diverged would load and predict 0 detections without a word.
+    from minimaskrcnn.config import shapes as shapes_config
+    from minimaskrcnn.model import MaskRCNN
+    from minimaskrcnn.weights import load_model, save_model
+
+    model = MaskRCNN(shapes_config(), np.random.default_rng(0))
+    path = tmp_path / "model.npz"
+    save_model(path, model)
+    load_model(path)  # finite: fine
+    model.roi_heads.box_predictor.cls_score.weight.data[3, 1] = bad
+    save_model(path, model)
+    with pytest.raises(ValueError, match=r"model.npz'?: parameter 'roi_heads.box_predictor.cls_score.weight' "
+                                         r"holds 1 non-finite value"):
+        load_model(path)
+    sd = model.state_dict()
+    with pytest.raises(ValueError, match=r"weights.pth: parameter 'roi_heads.box_predictor.cls_score"):
+        load_state_dict_named(MaskRCNN(shapes_config(), np.random.default_rng(1)), sd, "weights.pth")

@@ -60,6 +60,8 @@ class MaskRCNN(Module):
 
     def _check_labels(self, targets):
         for i, t in enumerate(targets):
+            if "labels" not in t:  # the transform takes box-only targets (as torchvision's); training cannot
+                raise ValueError(f"targets[{i}] has no 'labels': training needs a class per box")
             lab = t["labels"]
             if lab.size and lab.max() >= self.config.num_classes:
                 raise ValueError(f"targets[{i}]['labels'] must be < num_classes ({self.config.num_classes}), "

@@ -81,33 +81,45 @@ class GeneralizedRCNNTransform:
         if image.dtype != np.uint8 and image.dtype not in (np.float32, np.float64):
             raise TypeError(f"images[{i}] must be uint8 in [0, 255] or float32/float64 in [0, 1], "
                             f"got {image.dtype}")
-        if image.dtype != np.uint8 and not np.all(np.isfinite(image)):
-            raise ValueError(f"images[{i}] holds NaN or inf")
+        if image.dtype != np.uint8:
+            # torchvision's convention: float images are in [0, 1] (uint8 ones are divided by 255
+            # here). A float image in [0, 255] would be normalised 255 times too bright and give
+            # no detections without a word, so it is refused.
+            if not np.all(np.isfinite(image)):
+                raise ValueError(f"images[{i}] holds NaN or inf; a float image must lie in [0, 1]")
+            lo, hi = float(image.min()), float(image.max())
+            if lo < 0.0 or hi > 1.0:
+                hint = " (it looks like [0, 255]: divide by 255 or pass uint8)" if 1.0 < hi <= 255.0 else ""
+                raise ValueError(f"images[{i}] is {image.dtype} with values in [{lo:g}, {hi:g}]; a float "
+                                 f"image must lie in [0, 1]{hint}")
 
     @staticmethod
     def check_target(target, i: int, image_shape) -> dict:
         """Validate one target dict and drop degenerate GT (zero-area or entirely outside the image)
         with a warning. Returns a new dict with boxes (K,4) float, labels (K,) int64, masks (K,H,W)
-        bool (masks optional)."""
+        bool (labels and masks optional: like torchvision's transform, this one only needs the
+        boxes; the model's training step asks for labels and masks)."""
         if not isinstance(target, dict):
             raise TypeError(f"targets[{i}] must be a dict with boxes, labels (and masks), got "
                             f"{type(target).__name__}")
-        for key in ("boxes", "labels"):
-            if key not in target:
-                raise ValueError(f"targets[{i}] has no {key!r}")
+        if "boxes" not in target:
+            raise ValueError(f"targets[{i}] has no 'boxes'")
         boxes = np.asarray(target["boxes"], dtype=np.float64).reshape(-1, 4) if np.size(target["boxes"]) \
             else np.zeros((0, 4))
-        labels = np.asarray(target["labels"]).reshape(-1)
-        if not np.issubdtype(labels.dtype, np.integer) and labels.size:
-            raise TypeError(f"targets[{i}]['labels'] must be integers, got {labels.dtype}")
-        labels = labels.astype(np.int64)
-        if labels.shape[0] != boxes.shape[0]:
-            raise ValueError(f"targets[{i}]: {boxes.shape[0]} boxes but {labels.shape[0]} labels")
         if not np.all(np.isfinite(boxes)):
             raise ValueError(f"targets[{i}]['boxes'] holds NaN or inf")
-        if np.any(labels < 1):
-            raise ValueError(f"targets[{i}]['labels'] must be >= 1 (0 is background), got {labels.tolist()}")
-        out = {"boxes": boxes, "labels": labels}
+        out = {"boxes": boxes}
+        if "labels" in target:
+            labels = np.asarray(target["labels"]).reshape(-1)
+            if not np.issubdtype(labels.dtype, np.integer) and labels.size:
+                raise TypeError(f"targets[{i}]['labels'] must be integers, got {labels.dtype}")
+            labels = labels.astype(np.int64)
+            if labels.shape[0] != boxes.shape[0]:
+                raise ValueError(f"targets[{i}]: {boxes.shape[0]} boxes but {labels.shape[0]} labels")
+            if np.any(labels < 1):
+                raise ValueError(f"targets[{i}]['labels'] must be >= 1 (0 is background), "
+                                 f"got {labels.tolist()}")
+            out["labels"] = labels
         if "masks" in target:
             masks = np.asarray(target["masks"])
             if masks.shape != (boxes.shape[0],) + tuple(image_shape[:2]):

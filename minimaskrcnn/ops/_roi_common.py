@@ -7,8 +7,24 @@ Both ops take the RoIs the way ``torchvision.ops`` does:
   position in the list is its batch index.
 
 Boxes are in the input image's continuous pixel frame (no "+1"); ``spatial_scale`` maps them onto the
-feature map (1/16 for a stride-16 map). Everything here runs *before* a kernel: a compiled kernel that
-indexes with a bad batch index can read out of bounds instead of raising.
+feature map (1/16 for a stride-16 map). Everything here runs *before* a kernel, and all three tiers
+call the same checks, so they accept exactly the same inputs: a compiled kernel that indexes with a
+bad batch index, an overflowed H·W or a sampling grid too big to allocate would read or write out of
+bounds (or return uninitialised memory) instead of raising.
+
+Limits (each refusal is a ValueError naming the argument):
+
+* ``boxes · spatial_scale`` within ±2**24 in float32 (±2**53 in float64): past that the dtype can no
+  longer tell neighbouring feature pixels apart, and the kernels' float → int conversions (RoIPool's
+  rounding, RoIAlign's adaptive grid size) would overflow;
+* at most ``MAX_SAMPLES_PER_BIN`` = 2**16 bilinear samples per RoIAlign bin (a 256 × 256 grid): the
+  adaptive grid ``ceil(roi_size / bins)`` of a huge box would otherwise ask for gigabytes of scratch
+  inside the parallel kernel (a fixed ``sampling_ratio`` is limited to 256 the same way);
+* ``N·C·H·W`` elements of the output gradient within what an array can address (int64 bytes), and
+  ``H·W < 2**31`` for RoIPool (its argmax is int32).
+
+float16 inputs are accepted, as torchvision accepts them: boxes are rounded to float16 like the
+features, the arithmetic runs in float32 and the result is cast back to float16.
 """
 
 from __future__ import annotations
@@ -30,8 +46,14 @@ def check_backend(backend) -> str:
     return backend
 
 
+# Samples per RoIAlign bin (grid_h · grid_w) above which a RoI is refused: 256 × 256.
+MAX_SAMPLES_PER_BIN = 2**16
+
+
 def check_features(x, name: str = "input") -> np.ndarray:
-    """A float32/float64 NCHW feature map, returned C-contiguous (the kernels index it flat)."""
+    """A float16/32/64 NCHW feature map, returned C-contiguous (the kernels index it flat)."""
+    if isinstance(x, np.ndarray) and x.dtype == np.float16:
+        x = x.astype(np.float32)  # float16 input: computed in float32 (see the module docstring)
     x = float_array(x, name)
     if x.ndim != 4:
         raise ValueError(f"{name} must be 4-D (N, C, H, W), got shape {x.shape}")
@@ -63,16 +85,81 @@ def check_sampling_ratio(sampling_ratio, name: str = "sampling_ratio") -> int:
     return int(sampling_ratio)
 
 
-def check_input_shape(input_shape, name: str = "input_shape") -> tuple[int, int, int, int]:
-    """``(N, C, H, W)`` of the forward's input, four non-negative ints."""
+def check_input_shape(input_shape, name: str = "input_shape", itemsize: int = 8,
+                      max_plane: int | None = None) -> tuple[int, int, int, int]:
+    """``(N, C, H, W)`` of the forward's input: four ints (not floats, not bools), N, C >= 0, H, W >= 1,
+    with N·C·H·W·itemsize addressable (< 2**63 bytes) and, if given, H·W < ``max_plane``."""
     try:
-        shape = tuple(int(s) for s in input_shape)
+        shape = tuple(input_shape)
     except TypeError:
         raise TypeError(f"{name} must be a sequence of 4 ints (N, C, H, W), got {input_shape!r}") from None
+    if any(isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)) for s in shape):
+        raise TypeError(f"{name} must be a sequence of 4 ints (N, C, H, W), got {input_shape!r}")
+    shape = tuple(int(s) for s in shape)
     if len(shape) != 4 or min(shape) < 0 or shape[2] < 1 or shape[3] < 1:
         raise ValueError(f"{name} must be 4 non-negative ints (N, C, H, W) with H, W >= 1, "
                          f"got {input_shape!r}")
+    N, C, H, W = shape
+    if N * C * H * W * itemsize >= 2**63 or H * W >= 2**62:  # Python ints: exact, no overflow
+        raise ValueError(f"{name} {shape} is too large: the gradient would need N*C*H*W*{itemsize} = "
+                         f"{N * C * H * W * itemsize} bytes, past what an array can address")
+    if max_plane is not None and H * W >= max_plane:
+        raise ValueError(f"{name} must have H*W < {max_plane}, got {shape}")
     return shape
+
+
+def coordinate_limit(dtype) -> float:
+    """Largest |box coordinate · spatial_scale| accepted for features of ``dtype``: 2**24 in float32,
+    2**53 in float64 (the dtype's integer precision: beyond it neighbouring pixels merge)."""
+    return float(2 ** (np.finfo(dtype).nmant + 1))
+
+
+def check_roi_magnitudes(rois: np.ndarray, spatial_scale: float, name: str = "boxes") -> None:
+    """Refuse RoIs whose corners, mapped onto the feature map in the RoIs' dtype as the kernels map
+    them, lie beyond ``coordinate_limit``; the message names the first such box."""
+    if rois.shape[0] == 0:
+        return
+    T = rois.dtype.type
+    with np.errstate(over="ignore"):
+        scaled = rois[:, 1:] * T(spatial_scale)
+    lim = coordinate_limit(rois.dtype)
+    bad = ~(np.abs(scaled) <= lim).all(axis=1)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{name}[{k}] = {rois[k, 1:].tolist()} times spatial_scale {spatial_scale} lies "
+                         f"beyond +-{lim:.0f} feature pixels, the most {rois.dtype} can resolve")
+
+
+def check_sampling_grid(rois: np.ndarray, spatial_scale: float, PH: int, PW: int, sampling_ratio: int,
+                        aligned: bool, name: str = "boxes") -> None:
+    """Refuse a RoIAlign call whose sampling grid would exceed ``MAX_SAMPLES_PER_BIN`` in some bin.
+
+    The grid is computed in the RoIs' dtype exactly as the kernels compute it (steps 1-3 of
+    ``roi_align._roi_geometry``): ``sampling_ratio`` per side if > 0, else ceil(roi_size / bins).
+    """
+    if sampling_ratio > 0:
+        if sampling_ratio * sampling_ratio > MAX_SAMPLES_PER_BIN:
+            raise ValueError(f"sampling_ratio must be at most {math.isqrt(MAX_SAMPLES_PER_BIN)} "
+                             f"({MAX_SAMPLES_PER_BIN} samples per bin), got {sampling_ratio}")
+        return
+    if rois.shape[0] == 0:
+        return
+    T = rois.dtype.type
+    off = T(0.5) if aligned else T(0.0)
+    s = T(spatial_scale)
+    roi_w = (rois[:, 3] * s - off) - (rois[:, 1] * s - off)
+    roi_h = (rois[:, 4] * s - off) - (rois[:, 2] * s - off)
+    if not aligned:
+        roi_w, roi_h = np.maximum(roi_w, T(1.0)), np.maximum(roi_h, T(1.0))
+    gh = np.maximum(np.ceil(roi_h / T(PH)), 0).astype(np.float64)
+    gw = np.maximum(np.ceil(roi_w / T(PW)), 0).astype(np.float64)
+    bad = gh * gw > MAX_SAMPLES_PER_BIN
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{name}[{k}] = {rois[k, 1:].tolist()} would average {gh[k]:.0f} x {gw[k]:.0f} "
+                         f"bilinear samples per bin with adaptive sampling (sampling_ratio <= 0: "
+                         f"ceil(roi size / bins) per side); at most {MAX_SAMPLES_PER_BIN} per bin are "
+                         "allowed: pass a positive sampling_ratio, or check the box and spatial_scale")
 
 
 def _as_real_array(b, name: str) -> np.ndarray:
@@ -95,6 +182,7 @@ def rois_from_boxes(boxes, num_images: int, dtype, name: str = "boxes") -> np.nd
     The cast to ``dtype`` happens first, so the checks see exactly what the kernel will see.
     """
     dtype = np.dtype(dtype)
+    kernel_dtype = np.dtype(np.float32) if dtype == np.float16 else dtype
     if isinstance(boxes, (list, tuple)):
         if len(boxes) > num_images:
             raise ValueError(f"{name} is a list of {len(boxes)} per-image box arrays but the input "
@@ -106,7 +194,8 @@ def rois_from_boxes(boxes, num_images: int, dtype, name: str = "boxes") -> np.nd
                 raise ValueError(f"{name}[{i}] must have shape (L, 4) = (x1, y1, x2, y2) rows, got {b.shape}")
             part = np.empty((b.shape[0], 5), dtype=dtype)
             part[:, 0] = i
-            part[:, 1:] = b
+            with np.errstate(over="ignore"):
+                part[:, 1:] = b
             parts.append(part)
         rois = np.concatenate(parts, axis=0) if parts else np.zeros((0, 5), dtype=dtype)
     else:
@@ -114,8 +203,9 @@ def rois_from_boxes(boxes, num_images: int, dtype, name: str = "boxes") -> np.nd
         if b.ndim != 2 or b.shape[1] != 5:
             raise ValueError(f"{name} must have shape (K, 5) = (batch_index, x1, y1, x2, y2) rows, "
                              f"or be a list of (L, 4) arrays; got shape {b.shape}")
-        rois = b.astype(dtype, copy=True)
-    rois = np.ascontiguousarray(rois)
+        with np.errstate(over="ignore"):  # a value past the dtype's range becomes inf: refused below
+            rois = b.astype(dtype, copy=True)
+    rois = np.ascontiguousarray(rois, dtype=kernel_dtype)  # float16: rounded to it, then float32
     check_finite(rois, name)
     if rois.shape[0]:
         bidx = rois[:, 0]

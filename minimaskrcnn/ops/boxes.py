@@ -10,6 +10,11 @@ Coordinate convention (used by every op in this package, and by torchvision):
 So a box ``(0, 0, 2, 2)`` covers exactly the four pixels (0,0), (0,1), (1,0), (1,1) and has area 4.
 Every function here accepts float32 or float64 boxes and returns the same dtype, exactly as
 ``torchvision.ops`` computes it (same operations in the same order).
+
+Integer and float16 boxes. ``box_area``, ``box_iou`` and ``box_convert`` also take them, with
+torchvision's dtypes: areas are computed after its ``_upcast`` (float16 → float32, integers narrower
+than 32 bits → int32), integer IoUs come out float32 (torch's true division of integers), and an
+integer conversion that involves ``"cxcywh"`` comes out float32 (its halves are not integers).
 """
 
 from __future__ import annotations
@@ -31,17 +36,41 @@ def _boxes_arg(boxes, name: str, finite: bool = True) -> np.ndarray:
     return boxes
 
 
+def _any_boxes_arg(boxes, name: str) -> np.ndarray:
+    """Like ``_boxes_arg`` but also accepting integer and float16 boxes (torchvision computes them)."""
+    if isinstance(boxes, np.ndarray) and (boxes.dtype.kind in "iu" or boxes.dtype == np.float16):
+        if boxes.ndim < 1 or boxes.shape[-1] != 4:
+            raise ValueError(f"{name} must have shape (..., 4), got {boxes.shape}")
+        if boxes.dtype == np.float16:
+            check_finite(boxes, name)
+        return boxes
+    return _boxes_arg(boxes, name)
+
+
+def _upcast(b: np.ndarray) -> np.ndarray:
+    """torchvision's ``_upcast``, against overflow in products: float16 → float32, integers of fewer
+    than 32 bits → int32 (and unsigned 32/64-bit ones → int64, which numpy has and torch has not)."""
+    if b.dtype == np.float16:
+        return b.astype(np.float32)
+    if b.dtype.kind == "u" and b.dtype.itemsize >= 4:
+        return b.astype(np.int64)
+    if b.dtype.kind in "iu" and b.dtype.itemsize < 4:
+        return b.astype(np.int32)
+    return b
+
+
 def box_area(boxes: np.ndarray) -> np.ndarray:
     """Area ``(x2 - x1) * (y2 - y1)`` of each box.
 
     Args:
-        boxes: (..., 4) float array, ``(x1, y1, x2, y2)``.
+        boxes: (..., 4) float array, ``(x1, y1, x2, y2)`` (integer and float16 accepted, see the
+            module docstring).
 
     Returns:
-        (...,) array of the same dtype. A reversed box (x2 < x1 xor y2 < y1) gets a negative area,
-        as in torchvision; nothing is clamped here.
+        (...,) array of the same dtype (after the upcast). A reversed box (x2 < x1 xor y2 < y1) gets
+        a negative area, as in torchvision; nothing is clamped here.
     """
-    boxes = _boxes_arg(boxes, "boxes")
+    boxes = _upcast(_any_boxes_arg(boxes, "boxes"))
     return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
 
@@ -63,8 +92,8 @@ def box_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
     Example: a = (0, 0, 2, 2) and b = (1, 1, 3, 3) overlap in the unit square (1, 1, 2, 2), so
     inter = 1, union = 4 + 4 - 1 = 7 and IoU = 1/7.
     """
-    boxes1 = _boxes_arg(boxes1, "boxes1")
-    boxes2 = _boxes_arg(boxes2, "boxes2")
+    boxes1 = _any_boxes_arg(boxes1, "boxes1")
+    boxes2 = _any_boxes_arg(boxes2, "boxes2")
     if boxes1.ndim != 2:
         raise ValueError(f"boxes1 must have shape (N, 4), got {boxes1.shape}")
     if boxes2.ndim != 2:
@@ -77,10 +106,13 @@ def box_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
     lt = np.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
     rb = np.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
     # 2. its sides, clamped at 0 so that disjoint boxes intersect in nothing (not a negative area)
-    wh = np.maximum(rb - lt, 0)
+    #    (integers are upcast before the subtraction, so that uint8 sides cannot wrap around)
+    wh = np.maximum(_upcast(_upcast(rb) - _upcast(lt)) if rb.dtype.kind in "iu" else _upcast(rb - lt), 0)
     inter = wh[..., 0] * wh[..., 1]
     # 3. union by inclusion-exclusion; 0/0 (two empty boxes) is nan on purpose, like torchvision
     union = area1[:, None] + area2[None, :] - inter
+    if inter.dtype.kind in "iu":  # torch divides integers in its default dtype, float32
+        inter, union = inter.astype(np.float32), union.astype(np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):
         return inter / union
 
@@ -138,16 +170,17 @@ def box_convert(boxes: np.ndarray, in_fmt: str, out_fmt: str) -> np.ndarray:
     and cxcywh (3, 6, 4, 8).
 
     Args:
-        boxes: (..., 4) float array.
+        boxes: (..., 4) float array (integer and float16 accepted).
         in_fmt, out_fmt: one of ``"xyxy"``, ``"xywh"``, ``"cxcywh"``.
 
     Returns:
-        A new (..., 4) array of the same dtype.
+        A new (..., 4) array of the same dtype; float32 for integer boxes converted from or to
+        ``"cxcywh"`` (torchvision's dtypes).
     """
     for fmt, name in ((in_fmt, "in_fmt"), (out_fmt, "out_fmt")):
         if fmt not in BOX_FORMATS:
             raise ValueError(f"{name} must be one of {BOX_FORMATS}, got {fmt!r}")
-    boxes = _boxes_arg(boxes, "boxes")
+    boxes = _any_boxes_arg(boxes, "boxes")
     if in_fmt == out_fmt:
         return boxes.copy()
     if in_fmt == "xywh":
@@ -172,6 +205,8 @@ def _xyxy_to_xywh(b: np.ndarray) -> np.ndarray:
 
 
 def _cxcywh_to_xyxy(b: np.ndarray) -> np.ndarray:
+    if b.dtype.kind in "iu":  # torch: int * 0.5 and int - float32 are float32
+        b = b.astype(np.float32)
     cx, cy, w, h = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
     half = b.dtype.type(0.5)
     return np.stack((cx - half * w, cy - half * h, cx + half * w, cy + half * h), axis=-1)
@@ -179,5 +214,9 @@ def _cxcywh_to_xyxy(b: np.ndarray) -> np.ndarray:
 
 def _xyxy_to_cxcywh(b: np.ndarray) -> np.ndarray:
     x1, y1, x2, y2 = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
+    if b.dtype.kind in "iu":  # torch: integer sums, then a true division in float32
+        f = np.float32
+        return np.stack(((x1 + x2).astype(f) / f(2), (y1 + y2).astype(f) / f(2), (x2 - x1).astype(f),
+                         (y2 - y1).astype(f)), axis=-1)
     two = b.dtype.type(2)
     return np.stack(((x1 + x2) / two, (y1 + y2) / two, x2 - x1, y2 - y1), axis=-1)

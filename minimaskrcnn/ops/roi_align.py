@@ -30,6 +30,8 @@ from minimaskrcnn.ops._roi_common import (
     check_features,
     check_input_shape,
     check_output_size,
+    check_roi_magnitudes,
+    check_sampling_grid,
     check_sampling_ratio,
     check_spatial_scale,
     rois_from_boxes,
@@ -187,55 +189,54 @@ def _geometry_nb(roi, T, spatial_scale, PH, PW, sampling_ratio, aligned):
 
 
 @njit(cache=True)
-def _precalc_nb(T, H, W, PH, PW, start_y, start_x, bin_h, bin_w, grid_h, grid_w, pos, wts):
-    """Fill ``pos[i] = (y_low·W + x_low, y_low·W + x_high, y_high·W + x_low, y_high·W + x_high)`` and
-    ``wts[i] = (w1, w2, w3, w4)`` for every sample i (bins row-major, then iy, ix). A dropped sample
-    (more than one pixel outside the map) gets position −1 and is skipped by the callers."""
+def _precalc_nb(T, H, W, ph, pw, start_y, start_x, bin_h, bin_w, grid_h, grid_w, pos, wts):
+    """For bin (ph, pw), fill ``pos[i] = (y_low·W + x_low, y_low·W + x_high, y_high·W + x_low,
+    y_high·W + x_high)`` and ``wts[i] = (w1, w2, w3, w4)`` for every sample i of the bin (iy, then
+    ix). A dropped sample (more than one pixel outside the map) gets position −1 and is skipped by
+    the callers. One bin at a time, so the scratch is grid_h·grid_w rows, never PH·PW times that."""
     i = 0
-    for ph in range(PH):
-        for pw in range(PW):
-            for iy in range(grid_h):
-                y0 = start_y + T(ph) * bin_h + T(iy + 0.5) * bin_h / T(grid_h)
-                for ix in range(grid_w):
-                    y = y0
-                    x = start_x + T(pw) * bin_w + T(ix + 0.5) * bin_w / T(grid_w)
-                    if y < -1.0 or y > H or x < -1.0 or x > W:
-                        for j in range(4):
-                            pos[i, j] = -1
-                            wts[i, j] = T(0.0)
-                        i += 1
-                        continue
-                    if y <= 0:
-                        y = T(0.0)
-                    if x <= 0:
-                        x = T(0.0)
-                    y_low = int(y)
-                    x_low = int(x)
-                    if y_low >= H - 1:
-                        y_low = H - 1
-                        y_high = H - 1
-                        y = T(y_low)
-                    else:
-                        y_high = y_low + 1
-                    if x_low >= W - 1:
-                        x_low = W - 1
-                        x_high = W - 1
-                        x = T(x_low)
-                    else:
-                        x_high = x_low + 1
-                    ly = y - T(y_low)
-                    lx = x - T(x_low)
-                    hy = T(1.0) - ly
-                    hx = T(1.0) - lx
-                    pos[i, 0] = y_low * W + x_low
-                    pos[i, 1] = y_low * W + x_high
-                    pos[i, 2] = y_high * W + x_low
-                    pos[i, 3] = y_high * W + x_high
-                    wts[i, 0] = hy * hx
-                    wts[i, 1] = hy * lx
-                    wts[i, 2] = ly * hx
-                    wts[i, 3] = ly * lx
-                    i += 1
+    for iy in range(grid_h):
+        y0 = start_y + T(ph) * bin_h + T(iy + 0.5) * bin_h / T(grid_h)
+        for ix in range(grid_w):
+            y = y0
+            x = start_x + T(pw) * bin_w + T(ix + 0.5) * bin_w / T(grid_w)
+            if y < -1.0 or y > H or x < -1.0 or x > W:
+                for j in range(4):
+                    pos[i, j] = -1
+                    wts[i, j] = T(0.0)
+                i += 1
+                continue
+            if y <= 0:
+                y = T(0.0)
+            if x <= 0:
+                x = T(0.0)
+            y_low = int(y)
+            x_low = int(x)
+            if y_low >= H - 1:
+                y_low = H - 1
+                y_high = H - 1
+                y = T(y_low)
+            else:
+                y_high = y_low + 1
+            if x_low >= W - 1:
+                x_low = W - 1
+                x_high = W - 1
+                x = T(x_low)
+            else:
+                x_high = x_low + 1
+            ly = y - T(y_low)
+            lx = x - T(x_low)
+            hy = T(1.0) - ly
+            hx = T(1.0) - lx
+            pos[i, 0] = y_low * W + x_low
+            pos[i, 1] = y_low * W + x_high
+            pos[i, 2] = y_high * W + x_low
+            pos[i, 3] = y_high * W + x_high
+            wts[i, 0] = hy * hx
+            wts[i, 1] = hy * lx
+            wts[i, 2] = ly * hx
+            wts[i, 3] = ly * lx
+            i += 1
 
 
 @njit(cache=True, parallel=True)
@@ -267,21 +268,19 @@ def _forward_numba(x, rois, T, spatial_scale, PH, PW, sampling_ratio, aligned, n
             sy, sx, bh, bw, gh, gw = _geometry_nb(rois[k], T, spatial_scale, PH, PW, sampling_ratio, aligned)
             ns = max(gh, 0) * max(gw, 0)
             count = T(max(gh * gw, 1))
-            pos = np.empty((P * ns, 4), dtype=np.int64)
-            wts = np.empty((P * ns, 4), dtype=x.dtype)
-            _precalc_nb(T, H, W, PH, PW, sy, sx, bh, bw, gh, gw, pos, wts)
+            pos = np.empty((ns, 4), dtype=np.int64)  # one bin's samples (ns is bounded by the checks)
+            wts = np.empty((ns, 4), dtype=x.dtype)
             v = xt[int(rois[k, 0])]
-            i = 0
             for p in range(P):
+                _precalc_nb(T, H, W, p // PW, p % PW, sy, sx, bh, bw, gh, gw, pos, wts)
                 a = acc[p]
                 a[:] = 0
-                for _ in range(ns):
+                for i in range(ns):
                     if pos[i, 0] >= 0:  # not a dropped sample
                         w1, w2, w3, w4 = wts[i, 0], wts[i, 1], wts[i, 2], wts[i, 3]
                         v1, v2, v3, v4 = v[pos[i, 0]], v[pos[i, 1]], v[pos[i, 2]], v[pos[i, 3]]
                         for c in range(C):
                             a[c] += w1 * v1[c] + w2 * v2[c] + w3 * v3[c] + w4 * v4[c]
-                    i += 1
                 for c in range(C):
                     a[c] = a[c] / count
             transpose_into(acc, out[k])
@@ -312,15 +311,14 @@ def _backward_numba(dout, rois, N, H, W, T, spatial_scale, PH, PW, sampling_rati
             # (both are exact scalings before the one rounding), and the multiply is much faster.
             inv = T(1.0) / count
             pow2 = ns > 0 and (gh * gw) & (gh * gw - 1) == 0
-            pos = np.empty((P * ns, 4), dtype=np.int64)
-            wts = np.empty((P * ns, 4), dtype=dout.dtype)
-            _precalc_nb(T, H, W, PH, PW, sy, sx, bh, bw, gh, gw, pos, wts)
+            pos = np.empty((ns, 4), dtype=np.int64)  # one bin's samples
+            wts = np.empty((ns, 4), dtype=dout.dtype)
             transpose_into(g3[k, c0:c0 + cb], gbuf)  # this block's bin gradients, channels last
             d = dxt[int(rois[k, 0])]
-            i = 0
             for p in range(P):
+                _precalc_nb(T, H, W, p // PW, p % PW, sy, sx, bh, bw, gh, gw, pos, wts)
                 g = gbuf[p]
-                for _ in range(ns):
+                for i in range(ns):
                     if pos[i, 0] >= 0:
                         for j in range(4):
                             w = wts[i, j]
@@ -331,7 +329,6 @@ def _backward_numba(dout, rois, N, H, W, T, spatial_scale, PH, PW, sampling_rati
                             else:
                                 for c in range(cb):
                                     row[c] += g[c] * w / count
-                    i += 1
     dx = np.empty((N, C, H * W), dtype=dout.dtype)
     for n in prange(N):
         transpose_into(dxt[n], dx[n])
@@ -348,7 +345,8 @@ def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, a
 
     Parameters
     ----------
-    input : (N, C, H, W) float32 or float64 feature map (any strides; copied to C order if needed).
+    input : (N, C, H, W) float32 or float64 feature map (any strides; copied to C order if needed);
+        float16 is accepted (computed in float32, returned as float16, as torchvision accepts it).
     boxes : (K, 5) array of rows (batch_index, x1, y1, x2, y2) in image pixels, or a list of N_i×4
         arrays (x1, y1, x2, y2), one per image. Cast to ``input``'s dtype.
     output_size : int or (PH, PW), bins per RoI side, each >= 1.
@@ -362,22 +360,28 @@ def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, a
     (K, C, PH, PW) array of ``input``'s dtype. Algorithm per RoI and bin: see the numbered steps in
     ``_roi_geometry`` and ``_bilinear_weights``.
     """
+    # Every check runs here, before any tier: the three accept exactly the same inputs.
     check_backend(backend)
+    dtype = getattr(input, "dtype", None)  # float16 is computed in float32 and cast back
     x = check_features(input, "input")
     PH, PW = check_output_size(output_size)
     scale = check_spatial_scale(spatial_scale)
     sr = check_sampling_ratio(sampling_ratio)
-    rois = rois_from_boxes(boxes, x.shape[0], x.dtype, "boxes")
+    rois = rois_from_boxes(boxes, x.shape[0], dtype, "boxes")
     aligned = bool(aligned)
+    check_roi_magnitudes(rois, scale, "boxes")
+    check_sampling_grid(rois, scale, PH, PW, sr, aligned, "boxes")
     if backend == "reference":
-        return _forward_reference(x, rois, scale, PH, PW, sr, aligned)
-    if backend == "cuda":
+        out = _forward_reference(x, rois, scale, PH, PW, sr, aligned)
+    elif backend == "cuda":
         from minimaskrcnn.ops import _roi_cuda
 
-        return _roi_cuda.roi_align_forward(x, rois, scale, PH, PW, sr, aligned)
-    T = x.dtype.type
-    nt = max(1, min(numba.get_num_threads(), rois.shape[0]))  # one chunk of RoIs per thread
-    return _forward_numba(x, rois, T, T(scale), PH, PW, sr, aligned, nt)
+        out = _roi_cuda.roi_align_forward(x, rois, scale, PH, PW, sr, aligned)
+    else:
+        T = x.dtype.type
+        nt = max(1, min(numba.get_num_threads(), rois.shape[0]))  # one chunk of RoIs per thread
+        out = _forward_numba(x, rois, T, T(scale), PH, PW, sr, aligned, nt)
+    return out.astype(dtype, copy=False)
 
 
 def roi_align_backward(grad_output, boxes, input_shape, output_size, spatial_scale=1.0, sampling_ratio=-1,
@@ -396,24 +400,29 @@ def roi_align_backward(grad_output, boxes, input_shape, output_size, spatial_sca
     count, scattered with the bilinear weights into the pixels its samples read.
     """
     check_backend(backend)
+    dtype = getattr(grad_output, "dtype", None)  # float16 is computed in float32 and cast back
     g = check_features(grad_output, "grad_output")
-    N, C, H, W = check_input_shape(input_shape)
+    N, C, H, W = check_input_shape(input_shape, itemsize=g.itemsize)
     PH, PW = check_output_size(output_size)
     scale = check_spatial_scale(spatial_scale)
     sr = check_sampling_ratio(sampling_ratio)
-    rois = rois_from_boxes(boxes, N, g.dtype, "boxes")
+    rois = rois_from_boxes(boxes, N, dtype, "boxes")
     if g.shape != (rois.shape[0], C, PH, PW):
         raise ValueError(f"grad_output must have shape (K, C, PH, PW) = {(rois.shape[0], C, PH, PW)}, "
                          f"got {g.shape}")
     aligned = bool(aligned)
+    check_roi_magnitudes(rois, scale, "boxes")
+    check_sampling_grid(rois, scale, PH, PW, sr, aligned, "boxes")
     if backend == "reference":
-        return _backward_reference(g, rois, (N, C, H, W), scale, PH, PW, sr, aligned)
-    if backend == "cuda":
+        dx = _backward_reference(g, rois, (N, C, H, W), scale, PH, PW, sr, aligned)
+    elif backend == "cuda":
         from minimaskrcnn.ops import _roi_cuda
 
-        return _roi_cuda.roi_align_backward(g, rois, (N, C, H, W), scale, PH, PW, sr, aligned)
-    T = g.dtype.type
-    # One block of channels per thread (each block recomputes the sample weights, so no more).
-    nblocks = max(1, min(-(-C // 16), numba.get_num_threads()))
-    block = -(-C // nblocks)
-    return _backward_numba(g, rois, N, H, W, T, T(scale), PH, PW, sr, aligned, block)
+        dx = _roi_cuda.roi_align_backward(g, rois, (N, C, H, W), scale, PH, PW, sr, aligned)
+    else:
+        T = g.dtype.type
+        # One block of channels per thread (each block recomputes the sample weights, so no more).
+        nblocks = max(1, min(-(-C // 16), numba.get_num_threads()))
+        block = -(-C // nblocks)
+        dx = _backward_numba(g, rois, N, H, W, T, T(scale), PH, PW, sr, aligned, block)
+    return dx.astype(dtype, copy=False)

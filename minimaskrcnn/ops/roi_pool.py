@@ -24,6 +24,7 @@ from minimaskrcnn.ops._roi_common import (
     check_features,
     check_input_shape,
     check_output_size,
+    check_roi_magnitudes,
     check_spatial_scale,
     rois_from_boxes,
     transpose_into,
@@ -215,7 +216,8 @@ def roi_pool(input, boxes, output_size, spatial_scale=1.0, *, return_argmax=Fals
 
     Parameters
     ----------
-    input : (N, C, H, W) float32/float64 feature map (any strides).
+    input : (N, C, H, W) float32/float64 feature map (any strides); float16 accepted (computed in
+        float32, returned as float16).
     boxes : (K, 5) rows (batch_index, x1, y1, x2, y2) in image pixels, or a list of (L_i, 4) arrays.
     output_size : int or (PH, PW), each >= 1.
     spatial_scale : feature-map size / image size, finite and > 0.
@@ -226,13 +228,17 @@ def roi_pool(input, boxes, output_size, spatial_scale=1.0, *, return_argmax=Fals
     -------
     (K, C, PH, PW) array of ``input``'s dtype, or ``(output, argmax)``.
     """
+    # Every check runs here, before any tier: the three accept exactly the same inputs.
     check_backend(backend)
+    dtype = getattr(input, "dtype", None)  # float16 is computed in float32 and cast back
     x = check_features(input, "input")
     PH, PW = check_output_size(output_size)
     scale = check_spatial_scale(spatial_scale)
-    rois = rois_from_boxes(boxes, x.shape[0], x.dtype, "boxes")
+    rois = rois_from_boxes(boxes, x.shape[0], dtype, "boxes")
     if x.shape[2] * x.shape[3] >= 2**31:
         raise ValueError(f"input planes must have H*W < 2**31 (argmax is int32), got {x.shape}")
+    # Rounded corners must fit an int64 in every tier (and mean something in the dtype).
+    check_roi_magnitudes(rois, scale, "boxes")
     if backend == "reference":
         out, argmax = _forward_reference(x, rois, scale, PH, PW)
     elif backend == "cuda":
@@ -243,6 +249,7 @@ def roi_pool(input, boxes, output_size, spatial_scale=1.0, *, return_argmax=Fals
         T = x.dtype.type
         nt = max(1, min(numba.get_num_threads(), rois.shape[0]))
         out, argmax = _forward_numba(x, rois, T, T(scale), PH, PW, nt, bool(return_argmax))
+    out = out.astype(dtype, copy=False)
     return (out, argmax) if return_argmax else out
 
 
@@ -262,9 +269,10 @@ def roi_pool_backward(grad_output, boxes, argmax, input_shape, *, backend="numba
     (N, C, H, W) array of ``grad_output``'s dtype.
     """
     check_backend(backend)
+    dtype = getattr(grad_output, "dtype", None)  # float16 is computed in float32 and cast back
     g = check_features(grad_output, "grad_output")
-    N, C, H, W = check_input_shape(input_shape)
-    rois = rois_from_boxes(boxes, N, g.dtype, "boxes")
+    N, C, H, W = check_input_shape(input_shape, itemsize=g.itemsize, max_plane=2**31)
+    rois = rois_from_boxes(boxes, N, dtype, "boxes")
     if g.shape[0] != rois.shape[0] or g.shape[1] != C:
         raise ValueError(f"grad_output must have shape (K, C, PH, PW) with K = {rois.shape[0]} and "
                          f"C = {C}, got {g.shape}")
@@ -276,10 +284,10 @@ def roi_pool_backward(grad_output, boxes, argmax, input_shape, *, backend="numba
         raise ValueError(f"argmax entries must lie in [-1, H*W) = [-1, {H * W})")
     argmax = np.ascontiguousarray(argmax, dtype=np.int32)
     if backend == "reference":
-        return _backward_reference(g, rois, argmax, (N, C, H, W))
+        return _backward_reference(g, rois, argmax, (N, C, H, W)).astype(dtype, copy=False)
     bidx = rois[:, 0].astype(np.int64)
     if backend == "cuda":
         from minimaskrcnn.ops import _roi_cuda
 
-        return _roi_cuda.roi_pool_backward(g, bidx, argmax, (N, C, H, W))
-    return _backward_numba(g, bidx, argmax, N, H, W)
+        return _roi_cuda.roi_pool_backward(g, bidx, argmax, (N, C, H, W)).astype(dtype, copy=False)
+    return _backward_numba(g, bidx, argmax, N, H, W).astype(dtype, copy=False)

@@ -50,6 +50,13 @@ def test_bad_inputs():
     bad[0]["labels"] = np.full_like(bad[0]["labels"], 9)
     with pytest.raises(ValueError, match="num_classes"):
         model.forward_train(images, bad)
+    # the transform takes box-only targets (as torchvision's); training needs the labels
+    no_labels = [{k: v for k, v in t.items() if k != "labels"} for t in targets]
+    with pytest.raises(ValueError, match=r"targets\[0\] has no 'labels'"):
+        model.forward_train(images, no_labels)
+    # predict refuses a float image in [0, 255] instead of returning nothing
+    with pytest.raises(ValueError, match=r"images\[0\] is float64 with values in \[0, 255\]"):
+        model.predict([np.full((SIZE, SIZE, 3), 255.0) * (np.arange(SIZE) % 2)[:, None, None]])
 
 
 def test_degenerate_boxes_dropped_and_empty_images_train():

@@ -67,3 +67,37 @@ def test_bad_inputs_and_degenerate_boxes(rng):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         t([img], [{"boxes": np.zeros((0, 4)), "labels": np.zeros(0, np.int64)}])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float_images_must_lie_in_unit_range(dtype):
+    # torchvision's convention: float images in [0, 1], uint8 in [0, 255] (divided by 255 here).
+    t = GeneralizedRCNNTransform(TransformConfig(resize=False))
+    t([np.ones((8, 8, 3), dtype)])  # the ends of [0, 1] are fine
+    t([np.zeros((8, 8, 3), dtype)])
+    with pytest.raises(ValueError, match=r"images\[1\] is .* values in \[0, 255\]; a float image must lie "
+                                         r"in \[0, 1\] \(it looks like \[0, 255\]"):
+        t([np.zeros((8, 8, 3), dtype), np.full((8, 8, 3), 255, dtype) * np.eye(8, dtype=dtype)[..., None]])
+    with pytest.raises(ValueError, match=r"images\[0\] is .* values in \[-0.5, 0.5\]; a float image"):
+        t([np.full((8, 8, 3), 0.5, dtype) * np.sign(np.arange(-32, 32).reshape(8, 8, 1)).astype(dtype)])
+    img = np.zeros((8, 8, 3), dtype)
+    img[2, 3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"images\[0\] holds NaN or inf; a float image must lie in"):
+        t([img])
+
+
+def test_box_only_targets_as_torchvision(torch, torchvision, rng):
+    # torchvision's transform needs only "boxes"; labels and masks are the model's business.
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform as TV
+
+    cfg = TransformConfig(min_size=50, max_size=90)
+    images, targets = _inputs(rng, [(37, 45)])
+    box_only = [{"boxes": t["boxes"]} for t in targets]
+    _, _, _, out = GeneralizedRCNNTransform(cfg, np.float64)(images, box_only)
+    assert set(out[0]) == {"boxes"}
+    tv = TV(50, 90, list(cfg.image_mean), list(cfg.image_std)).double()
+    _, tv_out = tv([torch.from_numpy(images[0].transpose(2, 0, 1).copy())],
+                   [{"boxes": torch.from_numpy(box_only[0]["boxes"])}])
+    np.testing.assert_allclose(out[0]["boxes"], tv_out[0]["boxes"].numpy(), rtol=1e-12)
+    with pytest.raises(ValueError, match=r"targets\[0\] has no 'boxes'"):
+        GeneralizedRCNNTransform(cfg)(images, [{"labels": np.array([1])}])

@@ -161,7 +161,9 @@ def test_bad_shapes_and_types_rejected():
     with pytest.raises(ValueError, match=r"boxes1 must have shape \(N, 4\)"):
         box_iou(np.zeros((2, 3, 4)), np.zeros((1, 4)))
     with pytest.raises(TypeError, match="boxes must have dtype float32 or float64"):
-        box_area(np.zeros((3, 4), dtype=np.int64))
+        box_area(np.zeros((3, 4), dtype=np.bool_))
+    with pytest.raises(TypeError, match="boxes must have dtype float32 or float64"):
+        clip_boxes_to_image(np.zeros((3, 4), dtype=np.int64), (4, 4))
     with pytest.raises(TypeError, match="same dtype"):
         box_iou(np.zeros((1, 4)), np.zeros((1, 4), dtype=np.float32))
     with pytest.raises(ValueError, match="in_fmt must be one of"):
