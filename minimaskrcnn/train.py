@@ -130,7 +130,6 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
     """
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise ValueError("steps and batch_size must be >= 1")
-    os.makedirs(cfg.out, exist_ok=True)
     ck_path = os.path.join(cfg.out, "checkpoint.npz")
     log_path = os.path.join(cfg.out, "log.jsonl")
     val_path = os.path.join(cfg.out, "val.jsonl")
@@ -147,7 +146,8 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
         model_config = MaskRCNNConfig.from_dict(meta["config"])
 
     # 1. The data: the training set, the validation set (or None), augmentation for folders.
-    train_data, val_data, split = _datasets(cfg, dataset, val_dataset)
+    train_data, val_data, split = _datasets(cfg, dataset, val_dataset)  # a bad folder stops here
+    os.makedirs(cfg.out, exist_ok=True)
     folder = train_data is not None
     if folder:
         pool = len(train_data)  # an epoch
