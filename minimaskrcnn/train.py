@@ -124,8 +124,10 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
 
     dataset / val_dataset: data set objects to use instead of ``cfg.dataset`` / ``cfg.val_dataset``
     (which are folder paths) or shapes. model: an already-built model to train (e.g. fine-tuning from
-    other weights) instead of ``MaskRCNN(model_config)``; its ``num_classes`` must fit the data, and
-    with ``resume`` the checkpoint's parameters are loaded into it. The optimiser takes
+    other weights) instead of ``MaskRCNN(model_config)``, or a function ``model(num_classes,
+    class_names)`` that builds one once the data is read (num_classes counts the background); its
+    ``num_classes`` must fit the data, and with ``resume`` the checkpoint's parameters are loaded into
+    it. The optimiser takes
     ``model.trainable_parameters()`` when the model has it (frozen layers), else ``model.parameters()``.
     """
     if cfg.steps < 1 or cfg.batch_size < 1:
@@ -160,6 +162,8 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
 
     # 2. The model: given, rebuilt from the checkpoint, or built from the config (a folder's model
     #    takes num_classes and the class names from the folder's categories).
+    if model is not None and not hasattr(model, "forward_train"):  # a factory, e.g. fine-tuning
+        model = model(train_data.num_classes + 1, tuple(train_data.class_names))
     if model is None:
         model_config = model_config or get_preset(cfg.preset)
         if folder and not resume:

@@ -75,6 +75,28 @@ def test_epochs_visit_every_image_in_a_seeded_order(tmp_path, folders, monkeypat
     assert sorted(flat[:6]) == sorted(flat[6:12]) == list(range(6)) and flat[:6] != flat[6:12]
 
 
+def test_an_already_built_model_or_a_factory_trains(tmp_path, folders):
+    from minimaskrcnn.config import with_overrides
+    from minimaskrcnn.model import MaskRCNN
+
+    built = []
+
+    def factory(num_classes, class_names):
+        built.append((num_classes, class_names))
+        return MaskRCNN(with_overrides(_model_cfg(), num_classes=num_classes, class_names=class_names),
+                        np.random.default_rng(5))
+
+    cfg = _cfg(tmp_path, folders, steps=1, val_every=0, eval_images=0)
+    assert train(cfg, model=factory)["step"] == 1 and built == [(5, tuple(NAMES))]
+    model = MaskRCNN(with_overrides(_model_cfg(), num_classes=5, class_names=None), np.random.default_rng(5))
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    train(_cfg(tmp_path / "b", folders, steps=1, val_every=0, eval_images=0), model=model)
+    assert list(model.config.class_names) == NAMES  # filled in from the folder
+    assert any(not np.array_equal(before[k], v) for k, v in model.state_dict().items())  # it trained
+    with pytest.raises(ValueError, match="num_classes"):
+        train(_cfg(tmp_path / "c", folders, steps=1), model=MaskRCNN(_model_cfg(), np.random.default_rng(0)))
+
+
 def test_held_out_split_is_printed_and_disjoint(tmp_path, folders, capsys):
     out = train(_cfg(tmp_path, folders, steps=1, val_dataset=None, val_fraction=0.25, progress=True,
                      val_every=0), _model_cfg())
