@@ -96,6 +96,26 @@ def writable_folder(path, name: str) -> str:
     return path
 
 
+def creatable_folder(path, name: str) -> str:
+    """Check, without creating anything, that the output folder ``path`` exists and accepts files or
+    could be created: its nearest existing ancestor is a folder that accepts files. ValueError naming
+    the argument ``name`` otherwise; returns ``path``. (For commands that read and check their input
+    before they create their output folder.)"""
+    import os
+
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        _probe_write(path, name)
+        return path
+    folder = os.path.abspath(path)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise ValueError(f"{name}: {folder!r} (in {path!r}) exists and is not a folder")
+    _probe_write(folder, name)
+    return path
+
+
 def writable_file(path, name: str) -> str:
     """Check that the output file ``path`` can be written: its folder exists and accepts files, and
     ``path`` is not a folder. Raise ValueError naming the argument ``name`` otherwise; returns ``path``.

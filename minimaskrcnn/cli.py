@@ -116,19 +116,35 @@ def _parse_set(items, expected: str) -> dict:
 
 
 def _train(args) -> int:
-    from minimaskrcnn._checks import writable_folder
+    from minimaskrcnn._checks import creatable_folder
     from minimaskrcnn.config import get_preset, single_level, with_overrides
     from minimaskrcnn.train import TrainConfig, train
 
-    writable_folder(args.out, "--out")
+    preset = args.preset or ("folder" if args.dataset else "shapes")
+    creatable_folder(args.out, "--out")  # created by train() once the data has passed its checks
     overrides = _parse_set(args.set, "FIELD=VALUE (e.g. mask.loss=softmax)")
-    model_config = with_overrides(get_preset(args.preset), **overrides)
+    model_config = with_overrides(get_preset(preset), **overrides)
     if args.single_level is not None:
         model_config = single_level(model_config, args.single_level)
+    if args.dataset is None and (args.val_dataset or args.scale_jitter):
+        raise UserError("--val-dataset and --scale-jitter need --dataset FOLDER")
+    jitter = None
+    if args.scale_jitter:
+        lo, sep, hi = args.scale_jitter.partition(",")
+        try:
+            jitter = (int(lo), int(hi) if sep else int(lo))
+        except ValueError:
+            raise UserError(f"--scale-jitter expects LO,HI (short side in pixels, e.g. 112,144), got "
+                            f"{args.scale_jitter!r}") from None
+        if not 1 <= jitter[0] <= jitter[1]:
+            raise UserError(f"--scale-jitter expects 1 <= LO <= HI, got {args.scale_jitter!r}")
     given = {name: value for name, value in (
         ("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr), ("seed", args.seed),
         ("minutes", args.minutes), ("eval_images", args.eval_images),
-        ("checkpoint_every", args.checkpoint_every)) if value is not None}
+        ("checkpoint_every", args.checkpoint_every), ("dataset", args.dataset),
+        ("val_dataset", args.val_dataset), ("val_fraction", args.val_fraction),
+        ("val_every", args.val_every), ("scale_jitter", jitter),
+        ("flip_prob", 0.0 if args.no_flip else None)) if value is not None}
     if args.resume:
         # Only the flags given may change the run (train() refuses those that would make it another run).
         from minimaskrcnn.train import resumed_config
@@ -141,7 +157,8 @@ def _train(args) -> int:
     else:
         if "steps" not in given:
             given["steps"] = 10**7 if args.minutes is not None else TrainConfig.steps
-        cfg = TrainConfig(preset=args.preset, out=args.out, **given)
+        given.setdefault("val_every", 200 if args.dataset else 0)
+        cfg = TrainConfig(preset=preset, out=args.out, **given)
     out = train(cfg, model_config, resume=args.resume)
     minutes = out["seconds"] / 60
     print(f"trained {out['step']} steps in {minutes:.1f} min; model saved to {args.out}/model.npz")
@@ -258,6 +275,11 @@ def _evaluate(args) -> int:
         from minimaskrcnn.datasets import CocoFolderDataset
 
         dataset = CocoFolderDataset(args.dataset)
+        names = model.config.class_names
+        if names is not None and list(names[1:]) != list(dataset.class_names[1:]):
+            raise UserError(f"--dataset {args.dataset}: categories {dataset.class_names[1:]} (sorted by id) "
+                            f"are not the model's classes {list(names[1:])}")
+        # The COCO output keeps the folder's own image ids and category ids (label k -> category_ids[k-1]).
         indices = range(min(args.num_images, len(dataset)))
     results, coco_gt, detections = evaluate_model(model, dataset, indices, progress=True)
     print(summary(results))
@@ -311,12 +333,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "train",
-        help="train Mask R-CNN from scratch (hand-written backprop) on fresh synthetic shapes images",
+        help="train Mask R-CNN from scratch (hand-written backprop) on synthetic shapes or a COCO folder",
         description="Train from scratch: SGD (momentum 0.9, weight decay 1e-4), linear warm-up over 200 "
-        "steps, lr x 0.1 for the last 20% of the run. Writes checkpoint.npz (atomic, periodic), "
-        "model.npz, log.jsonl and eval.json (box and mask COCO AP on fresh images) to --out.",
+        "steps, lr x 0.1 for the last 20%% of the run. Writes checkpoint.npz (atomic, periodic), "
+        "model.npz, log.jsonl and eval.json (box and mask COCO AP on fresh images or the validation "
+        "images) to --out; with --dataset also val.jsonl (validation AP every --val-every steps) and "
+        "best.npz (the best validation mask AP).",
     )
-    p.add_argument("--preset", default="shapes", choices=["shapes"], help="model preset (default shapes)")
+    p.add_argument("--dataset", metavar="FOLDER", default=None,
+                   help="train on this COCO folder (images/ + annotations/instances_*.json, as CVAT, "
+                   "Label Studio or labelme export) instead of synthetic shapes; classes from its categories")
+    p.add_argument("--val-dataset", metavar="FOLDER", default=None,
+                   help="validate on this COCO folder (default: a seeded held-out share of --dataset)")
+    p.add_argument("--val-fraction", type=unit_float, default=None,
+                   help="without --val-dataset: the share of --dataset's images held out (default 0.1)")
+    p.add_argument("--val-every", type=non_negative_int, default=None,
+                   help="steps between validation passes (default 200 with --dataset; 0: only at the end)")
+    p.add_argument("--scale-jitter", metavar="LO,HI", default=None,
+                   help="with --dataset: draw each training image's short side from LO..HI pixels "
+                   "(detectron2's ResizeShortestEdge; default: the preset's transform.min_size)")
+    p.add_argument("--no-flip", action="store_true",
+                   help="with --dataset: no random horizontal flips (default: p = 0.5)")
+    p.add_argument("--preset", default=None, choices=["shapes", "folder"],
+                   help="model preset (default shapes; folder with --dataset: shapes' model resizing "
+                   "photos to a 128 px short side)")
     p.add_argument("--steps", type=positive_int, default=None, help="optimiser steps (default 1800; with "
                    "--minutes an upper bound, default unlimited)")
     p.add_argument("--minutes", type=positive_float, default=None, help="stop after this wall time; the lr "
@@ -327,9 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=non_negative_int, default=None,
                    help="seed of the weights, data and samples (default 0)")
     p.add_argument("--out", default="runs/shapes", help="output folder (default runs/shapes)")
-    p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint.npz; "
-                   "--steps (a longer run), --minutes, --checkpoint-every and --eval-images may change, "
-                   "a flag that would change the run (--lr, --batch-size, --seed, --set) is refused")
+    p.add_argument("--resume", action="store_true", help="continue exactly from OUT/checkpoint.npz (the "
+                   "run's own settings, --dataset included, come from the checkpoint); --steps (a longer "
+                   "run), --minutes, --checkpoint-every and --eval-images may change, a flag that would "
+                   "change the run (--lr, --batch-size, --seed, --set) is refused")
     p.add_argument("--checkpoint-every", type=positive_int, default=None,
                    help="steps between checkpoints (default 100)")
     p.add_argument("--eval-images", type=non_negative_int, default=None, help="fresh images evaluated at "

@@ -1,19 +1,37 @@
-"""Training loop: ``minimaskrcnn train --preset shapes``.
+"""Training loop: ``minimaskrcnn train --preset shapes`` or ``minimaskrcnn train --dataset FOLDER``.
 
-Each step draws a fresh batch of synthetic shapes images (image i of the run is ``ShapesDataset(seed)[i]``,
-so the data is a function of the step alone), runs ``forward_train`` and the hand-written
-``backward``, and takes one SGD step (lr 0.02, momentum 0.9, weight decay 1e-4; linear warm-up over
-the first 200 steps from lr·1e-3; ×0.1 for the last 20% of the run).
+One loop for any data set (items with ``image``, ``boxes``, ``labels``, ``masks``):
+
+- shapes (no ``dataset``): each step draws a fresh batch of synthetic shapes images (image i of
+  the run is ``ShapesDataset(seed)[i]``, so the data is a function of the step alone);
+- a COCO folder (``dataset``, a path or a data set object): epochs over its images, each epoch in
+  the order of a permutation seeded by (seed, epoch), with horizontal flips and optional scale
+  jitter of the short side (:class:`~minimaskrcnn.datasets.transforms.Augment`, seeded by
+  (seed, step)); crowd regions are left out of the targets. The data of step s is again a
+  function of s alone. ``num_classes`` and the class names come from the folder's categories and
+  are stored in the model file (with the categories' COCO ids).
+
+Each step runs ``forward_train`` and the hand-written ``backward``, and takes one SGD step (lr 0.02,
+momentum 0.9, weight decay 1e-4; linear warm-up over the first 200 steps from lr·1e-3; ×0.1 for the
+last 20% of the run).
+
+Validation: with ``val_every`` > 0 and validation data (``val_dataset``, or without it a seeded
+held-out share ``val_fraction`` of the folder's images), box and mask COCO AP every ``val_every``
+steps, printed and appended to ``val.jsonl``; the model with the best validation mask AP so far is
+kept as ``best.npz`` beside the last one.
 
 Files written in ``--out``:
 
-- ``checkpoint.npz``: model, optimiser momentum, sampler RNG, step (atomic; every
-  ``checkpoint_every`` steps and at the end). ``--resume`` continues from it exactly: the same
-  parameters as an uninterrupted run.
-- ``model.npz``: the final model alone (float32, what ``predict``/``evaluate``/``demo`` load).
-- ``log.jsonl``: one JSON object per step (step, lr, the five losses, total, seconds); a new run
-  (not ``--resume``) starts a new log.
-- ``eval.json``: box and mask COCO AP on ``eval_images`` fresh images from ``eval_seed``.
+- ``checkpoint.npz``: model, optimiser momentum, sampler RNG, step, best validation AP (atomic;
+  every ``checkpoint_every`` steps and at the end). ``--resume`` continues from it exactly: the
+  same parameters as an uninterrupted run.
+- ``model.npz``: the final model alone (float32, what ``predict``/``evaluate``/``demo`` load);
+  ``best.npz``: the best by validation mask AP (when validating).
+- ``log.jsonl``: one JSON object per step (step, epoch, lr, the five losses, total, seconds); a new
+  run (not ``--resume``) starts a new log. ``val.jsonl``: one per validation pass (step, epoch, box
+  and mask AP/AP50/AP75).
+- ``eval.json``: box and mask COCO AP at the end: on ``eval_images`` fresh shapes images from
+  ``eval_seed``, or on the whole validation data of a folder.
 
 Faults. A run killed at any moment can be resumed: checkpoints are written atomically, temporary files
 of a save that was killed are removed at the next start, and a torn last line of ``log.jsonl`` (a kill
@@ -50,9 +68,9 @@ from minimaskrcnn.checkpoint import (
     strip_prefix,
     with_prefix,
 )
-from minimaskrcnn.config import MaskRCNNConfig, get_preset
+from minimaskrcnn.config import MaskRCNNConfig, get_preset, with_overrides
 from minimaskrcnn.datasets.shapes import shapes_dataset
-from minimaskrcnn.datasets.transforms import batch_of
+from minimaskrcnn.datasets.transforms import Augment, Subset, batch_of, split_indices
 from minimaskrcnn.evaluation.evaluate import evaluate_model, summary
 from minimaskrcnn.model import LOSS_NAMES, MaskRCNN
 from minimaskrcnn.nn.optim import SGD, LRSchedule
@@ -88,6 +106,17 @@ class TrainConfig:
     # Keyword options of ``ShapesDataset`` (e.g. {"occlusion": True} or {"classes": "all"}) for the
     # training and the evaluation images; the model's num_classes must be 1 + the number of classes.
     dataset_options: dict | None = None
+    # A COCO folder to train on instead of shapes, and one to validate on (None: a seeded held-out
+    # share ``val_fraction`` of ``dataset``'s images, split with ``seed``).
+    dataset: str | None = None
+    val_dataset: str | None = None
+    val_fraction: float = 0.1
+    val_every: int = 0  # steps between validation passes (0: none during training)
+    # Augmentation of folder images (shapes are never augmented: every image is new anyway).
+    flip_prob: float = 0.5  # horizontal flip (torchvision's references)
+    # None: resize to the model's transform.min_size; (lo, hi): short side drawn from lo..hi per image
+    # (detectron2's ResizeShortestEdge), the long side capped at transform.max_size.
+    scale_jitter: tuple | None = None
 
 
 # -- training ------------------------------------------------------------------------------------------
@@ -100,49 +129,93 @@ def _check_finite(losses: dict, step: int, note: str = "") -> None:
 
 
 def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: bool = False,
-          evaluate: bool = True) -> dict:
-    """Run (or resume) a training run; returns {"step", "losses" (last), "eval" (if evaluated)}."""
+          evaluate: bool = True, *, dataset=None, val_dataset=None, model=None) -> dict:
+    """Run (or resume) a training run; returns {"step", "losses" (last), "seconds", "eval" (if
+    evaluated), "best" (the best validation pass, if any)}.
+
+    dataset / val_dataset: data set objects to use instead of ``cfg.dataset`` / ``cfg.val_dataset``
+    (which are folder paths) or shapes. model: an already-built model to train (e.g. fine-tuning from
+    other weights) instead of ``MaskRCNN(model_config)``, or a function ``model(num_classes,
+    class_names)`` that builds one once the data is read (num_classes counts the background); its
+    ``num_classes`` must fit the data, and with ``resume`` the checkpoint's parameters are loaded into
+    it. The optimiser takes
+    ``model.trainable_parameters()`` when the model has it (frozen layers), else ``model.parameters()``.
+    """
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise ValueError("steps and batch_size must be >= 1")
     if cfg.checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1, got {cfg.checkpoint_every}")
-    writable_folder(cfg.out, "out")
-    _remove_stray_temp_files(cfg.out)
     ck_path = os.path.join(cfg.out, "checkpoint.npz")
     log_path = os.path.join(cfg.out, "log.jsonl")
-    model_config = model_config or get_preset(cfg.preset)
-    model = MaskRCNN(model_config, np.random.default_rng(cfg.seed))
-    sample_rng = np.random.default_rng([cfg.seed, 1])  # draws the anchor and RoI samples
-    opt = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    step, elapsed, decay_step = 0, 0.0, None
+    val_path = os.path.join(cfg.out, "val.jsonl")
+    state = meta = None
     last_good = None  # the step of checkpoint.npz, when it holds this run
     if resume:
         state, meta = _read_training_checkpoint(ck_path)
-        cfg = _resumed_config(cfg, meta, model_config, ck_path)
-        model = MaskRCNN(MaskRCNNConfig.from_dict(meta["config"]), np.random.default_rng(cfg.seed))
+        cfg = _resumed_config(cfg, meta, model_config, ck_path)  # the run's own settings
+        model_config = MaskRCNNConfig.from_dict(meta["config"])
+
+    # 1. The data: the training set, the validation set (or None), augmentation for folders.
+    train_data, val_data, split = _datasets(cfg, dataset, val_dataset)  # a bad folder stops here
+    writable_folder(cfg.out, "out")
+    _remove_stray_temp_files(cfg.out)
+    folder = train_data is not None
+    if folder:
+        pool = len(train_data)  # an epoch
+    else:
+        pool = cfg.num_train_images or cfg.steps * cfg.batch_size
+        train_data = shapes_dataset(pool, cfg.seed, cfg.image_size, cfg.dataset_options)
+    if cfg.progress and split is not None:
+        print(f"held-out split (seed {cfg.seed}, val_fraction {cfg.val_fraction}): {split[0]} images "
+              f"for training, {split[1]} for validation")
+
+    # 2. The model: given, rebuilt from the checkpoint, or built from the config (a folder's model
+    #    takes num_classes and the class names from the folder's categories).
+    if model is not None and not hasattr(model, "forward_train"):  # a factory, e.g. fine-tuning
+        model = model(train_data.num_classes + 1, tuple(train_data.class_names))
+    if model is None:
+        model_config = model_config or get_preset(cfg.preset)
+        if folder and not resume:
+            model_config = with_overrides(model_config, num_classes=train_data.num_classes + 1,
+                                          class_names=tuple(train_data.class_names))
+        model = MaskRCNN(model_config, np.random.default_rng(cfg.seed))
+    elif folder and model.config.class_names is None and \
+            model.config.num_classes == train_data.num_classes + 1:
+        model.config.class_names = tuple(train_data.class_names)
+    if train_data.num_classes + 1 != model.config.num_classes:
+        raise ValueError(f"the data has {train_data.num_classes} classes but the model's num_classes is "
+                         f"{model.config.num_classes} (it counts the background: set it to "
+                         f"{train_data.num_classes + 1})")
+    params = getattr(model, "trainable_parameters", model.parameters)()
+    opt = SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sample_rng = np.random.default_rng([cfg.seed, 1])  # draws the anchor and RoI samples
+    step, elapsed, decay_step, best = 0, 0.0, None, None
+    if resume:
         model.load_state_dict(strip_prefix(state, "model."))
-        opt = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         opt.load_state_dict(strip_prefix(state, "optim."))
         sample_rng = restore_rng(meta["rng"])
         step, elapsed, decay_step = meta["step"], meta.get("elapsed", 0.0), meta.get("decay_step")
         last_good = step
-        dropped = _repair_log(log_path, step)
-        if dropped and cfg.progress:
-            print(f"{log_path}: dropped {dropped} torn line(s) (the previous run was killed while writing)")
+        best = meta.get("best")
+        for path in (log_path, val_path):
+            dropped = _repair_log(path, step)
+            if dropped and cfg.progress:
+                print(f"{path}: dropped {dropped} torn line(s) (the previous run was killed while writing)")
     if cfg.minutes is None:
         decay_step = int(round(cfg.steps * (1 - cfg.decay_fraction)))
     schedule = LRSchedule(cfg.lr, warmup_iters=cfg.warmup_steps, warmup_factor=cfg.warmup_factor)
-    pool = cfg.num_train_images or cfg.steps * cfg.batch_size
-    data = shapes_dataset(pool, cfg.seed, cfg.image_size, cfg.dataset_options)
-    if data.num_classes + 1 != model.config.num_classes:
-        raise ValueError(f"the data has {data.num_classes} classes but the model's num_classes is "
-                         f"{model.config.num_classes} (it counts the background: set it to "
-                         f"{data.num_classes + 1})")
+    augment = None
+    if folder:
+        t = model.config.transform
+        shorts = cfg.scale_jitter if cfg.scale_jitter is not None else (t.min_size if t.resize else None)
+        augment = Augment(shorts, max_size=t.max_size, flip_prob=cfg.flip_prob)
+    category_ids = getattr(train_data, "category_ids", None)
+    extra = {"category_ids": list(category_ids)} if category_ids is not None else {}
 
     def save():
         nonlocal last_good
         meta = {"step": step, "elapsed": elapsed, "decay_step": decay_step, "rng": rng_state(sample_rng),
-                "config": model.config.to_dict(), "train": dataclasses.asdict(cfg)}
+                "config": model.config.to_dict(), "train": dataclasses.asdict(cfg), "best": best}
         state = {**with_prefix(model.state_dict(), "model."), **with_prefix(opt.state_dict(), "optim.")}
         _refuse_non_finite(state, step, _last_good_note(ck_path, last_good, cfg.checkpoint_every))
         with _naming(ck_path):
@@ -168,10 +241,19 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
                     break
             t0 = time.perf_counter()
             first = step * cfg.batch_size
-            images, targets = batch_of(data, [i % pool for i in range(first, first + cfg.batch_size)])
+            epoch = first // pool + 1
+            if folder:
+                images, targets = batch_of(train_data, _epoch_indices(first, cfg.batch_size, pool, cfg.seed))
+                aug_rng = np.random.default_rng([cfg.seed, 3, step])
+                pairs = [augment(im, tg, aug_rng) for im, tg in zip(images, targets)]
+                images, targets = [p[0] for p in pairs], [p[1] for p in pairs]
+            else:
+                indices = [i % pool for i in range(first, first + cfg.batch_size)]
+                images, targets = batch_of(train_data, indices)
             note = _last_good_note(ck_path, last_good, cfg.checkpoint_every)
             try:
-                losses = model.forward_train(images, targets, rng=sample_rng)
+                losses = _forward_train(model, images, targets, sample_rng, resized=augment is not None
+                                        and augment.short_sides is not None)
             except FloatingPointError as exc:
                 parts = ", ".join(LOSS_NAMES)
                 raise NonFiniteLossError(f"every loss ({parts}) is non-finite at step {step}: {exc}; "
@@ -186,32 +268,127 @@ def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: 
             total = sum(losses.values())
             step += 1
             elapsed = time.perf_counter() - t_start
-            log.write(json.dumps({"step": step, "lr": lr, **losses, "total": total,
+            log.write(json.dumps({"step": step, "epoch": epoch, "lr": lr, **losses, "total": total,
                                   "seconds": time.perf_counter() - t0}) + "\n")
             log.flush()
             if bar is not None:
                 bar.update(1)
+                bar.set_description(f"training epoch {epoch}" if folder else "training")
                 parts = {k[5:]: f"{v:.3f}" for k, v in losses.items()}
                 bar.set_postfix({"loss": f"{total:.3f}", **parts}, refresh=False)
+            if val_data is not None and cfg.val_every > 0 and step % cfg.val_every == 0:
+                best = _validate(model, val_data, step, epoch, best, cfg, val_path, extra, bar)
             if step % cfg.checkpoint_every == 0:
                 save()
     if bar is not None:
         bar.close()
     save()
     with _naming(os.path.join(cfg.out, "model.npz")):
-        save_model(os.path.join(cfg.out, "model.npz"), model, {"step": step})
+        save_model(os.path.join(cfg.out, "model.npz"), model, {"step": step, **extra})
     out = {"step": step, "losses": losses, "seconds": elapsed}
-    if evaluate and cfg.eval_images > 0:
+    eval_data = val_data  # a folder's validation images (all of them), else fresh shapes images
+    if eval_data is None and not folder and cfg.eval_images > 0:
         eval_data = shapes_dataset(cfg.eval_images, cfg.eval_seed, cfg.image_size, cfg.dataset_options)
+    if evaluate and eval_data is not None and cfg.eval_images > 0:
         results, _, _ = evaluate_model(model, eval_data, progress=cfg.progress)
         out["eval"] = {t: {k: r[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
                        for t, r in results.items()}
-        _write_json_atomic(os.path.join(cfg.out, "eval.json"),
-                           {"step": step, "eval_images": cfg.eval_images, "eval_seed": cfg.eval_seed,
-                            **out["eval"]})
+        where = ({"eval_images": cfg.eval_images, "eval_seed": cfg.eval_seed} if not folder else
+                 {"eval_images": len(eval_data), "val_dataset": cfg.val_dataset or f"held-out split of "
+                  f"{cfg.dataset or 'the data set'}"})
+        _write_json_atomic(os.path.join(cfg.out, "eval.json"), {"step": step, **where, **out["eval"]})
+        if folder and (best is None or results["segm"]["AP"] > best["segm_AP"]):
+            best = _record_best(model, step, results, cfg, extra)
+            save()  # the checkpoint knows the best, so a resumed run compares against it
         if cfg.progress:
             print(summary(results))
+    if best is not None:
+        out["best"] = best
     return out
+
+
+def _datasets(cfg: TrainConfig, dataset, val_dataset):
+    """(train, val, split) for a folder run, (None, val or None, None) for shapes.
+
+    A folder path is read with crowd regions left out (training) or kept (validation: ignore regions,
+    as pycocotools treats them), boxes from the masks (what the evaluation's ground truth uses), and
+    refused before training when it cannot be trained on (``check_trainable``). ``split`` is
+    (training images, validation images) when the validation images are a held-out split."""
+    from minimaskrcnn.datasets.coco import CocoFolderDataset
+
+    def read(path, skip_crowd):
+        ds = CocoFolderDataset(path, skip_crowd=skip_crowd, box_source="mask")
+        if skip_crowd:
+            ds.check_trainable()
+        return ds
+
+    if dataset is None and cfg.dataset is None:
+        return None, val_dataset, None
+    train_data = dataset if dataset is not None else read(cfg.dataset, True)
+    split = None
+    if val_dataset is None and cfg.val_dataset is not None:
+        val_dataset = read(cfg.val_dataset, False)
+        if list(val_dataset.class_names) != list(train_data.class_names):
+            raise ValueError(f"{cfg.val_dataset}: categories {val_dataset.class_names[1:]} differ from the "
+                             f"training folder's {train_data.class_names[1:]}")
+    if val_dataset is None and cfg.val_fraction > 0:
+        tr, va = split_indices(len(train_data), cfg.val_fraction, cfg.seed)
+        full = read(cfg.dataset, False) if dataset is None else train_data
+        train_data, val_dataset, split = Subset(train_data, tr), Subset(full, va), (len(tr), len(va))
+    return train_data, val_dataset, split
+
+
+def _epoch_indices(first: int, batch_size: int, n: int, seed: int) -> list[int]:
+    """Data-set indices of positions first .. first + batch_size − 1 of the run: epoch e visits all n
+    items in the order of ``default_rng([seed, 2, e]).permutation(n)`` (a function of the step alone)."""
+    out, orders = [], {}
+    for pos in range(first, first + batch_size):
+        e = pos // n
+        if e not in orders:
+            orders[e] = np.random.default_rng([seed, 2, e]).permutation(n)
+        out.append(int(orders[e][pos % n]))
+    return out
+
+
+def _forward_train(model, images, targets, rng, resized: bool) -> dict:
+    """``model.forward_train``; ``resized``: the augmentation already resized the images (with scale
+    jitter), so the model's own resize to ``transform.min_size`` — which would undo the jitter — is
+    skipped for this forward pass (and only for it: the config saved with the model still resizes)."""
+    if not resized:
+        return model.forward_train(images, targets, rng=rng)
+    t = model.config.transform
+    was = t.resize
+    t.resize = False
+    try:
+        return model.forward_train(images, targets, rng=rng)
+    finally:
+        t.resize = was
+
+
+def _validate(model, val_data, step, epoch, best, cfg, val_path, extra, bar):
+    """One validation pass: COCO AP into val.jsonl and the console; best.npz when mask AP improves."""
+    results, _, _ = evaluate_model(model, val_data)
+    record = {"step": step, "epoch": epoch, **{f"{t}_{k}": results[t][k] for t in ("bbox", "segm")
+                                              for k in ("AP", "AP50", "AP75")}}
+    with open(val_path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    improved = best is None or record["segm_AP"] > best["segm_AP"]
+    if improved:
+        best = _record_best(model, step, results, cfg, extra)
+    if cfg.progress:
+        msg = (f"step {step} (epoch {epoch}): validation box AP {record['bbox_AP']:.3f} "
+               f"AP50 {record['bbox_AP50']:.3f}, mask AP {record['segm_AP']:.3f} "
+               f"AP50 {record['segm_AP50']:.3f}")
+        msg += " (best so far: best.npz)" if improved else \
+            f" (best {best['segm_AP']:.3f} at step {best['step']})"
+        (bar.write if bar is not None else print)(msg)
+    return best
+
+
+def _record_best(model, step, results, cfg, extra) -> dict:
+    best = {"step": step, "segm_AP": results["segm"]["AP"], "bbox_AP": results["bbox"]["AP"]}
+    save_model(os.path.join(cfg.out, "best.npz"), model, {"step": step, "val": best, **extra})
+    return best
 
 
 # -- fault handling: temp files of a killed save, a torn log, resume checks, non-finite state --------
@@ -287,9 +464,16 @@ def resumed_config(out: str, **changes) -> TrainConfig:
     """The TrainConfig of the run checkpointed in ``out`` with ``changes`` applied (what the command
     line's ``--resume`` passes to :func:`train`: only the flags the user gave)."""
     _, meta = _read_training_checkpoint(os.path.join(out, "checkpoint.npz"))
+    return dataclasses.replace(_saved_config(meta), out=out, **changes)
+
+
+def _saved_config(meta: dict) -> TrainConfig:
+    """The TrainConfig a checkpoint's metadata records (JSON lists back to the tuples they were)."""
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    saved = TrainConfig(**{k: v for k, v in meta["train"].items() if k in known})
-    return dataclasses.replace(saved, out=out, **changes)
+    saved = {k: v for k, v in meta["train"].items() if k in known}
+    if saved.get("scale_jitter") is not None:
+        saved["scale_jitter"] = tuple(saved["scale_jitter"])
+    return TrainConfig(**saved)
 
 
 def _as_json(value):
@@ -302,7 +486,7 @@ def _resumed_config(cfg: TrainConfig, meta: dict, model_config, ck_path: str) ->
     ``steps`` is honoured when it reproduces an uninterrupted run of the new length: not below the
     checkpoint's step, and the lr decay (at 80% of the steps) not moved across steps already taken."""
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    saved = TrainConfig(**{k: v for k, v in meta["train"].items() if k in known})
+    saved = _saved_config(meta)
     changed = [f"{name} ({getattr(saved, name)!r} -> {getattr(cfg, name)!r})" for name in sorted(known)
                if name not in _RESUME_MAY_CHANGE
                and _as_json(getattr(saved, name)) != _as_json(getattr(cfg, name))]

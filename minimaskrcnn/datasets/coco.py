@@ -446,6 +446,7 @@ class CocoFolderDataset:
 
         # 2. Annotations grouped by image, in file order.
         self.images = list(self.coco["images"])
+        self._image_by_id = {int(img["id"]): img for img in self.images}
         self._anns = {int(img["id"]): [] for img in self.images}
         for ann in self.coco["annotations"]:
             if self.skip_crowd and ann.get("iscrowd", 0):
@@ -508,6 +509,59 @@ class CocoFolderDataset:
             "iscrowd": np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool),
             "annotation_ids": np.array([int(a["id"]) for a in anns], dtype=np.int64),
         }
+
+    def check_trainable(self) -> None:
+        """Refuse a folder a model cannot be trained on, before any training step runs.
+
+        On top of :func:`validate_coco` (run when the folder is read) and the image files being
+        there: at least one category; every category has at least one annotation that is not a
+        crowd (a class never seen cannot be learned, and its AP would be undefined); every image
+        file opens and is ``width x height`` as its record says; every polygon vertex lies inside
+        its image (1 px slack, as for ``bbox``); every non-crowd segmentation covers at least one
+        pixel. Raises :class:`CocoFormatError` naming the file, the id and the field.
+        """
+        from PIL import Image
+
+        src = str(self.annotation_file)
+        if not self.category_ids:
+            raise CocoFormatError(f"{src}: field 'categories' is empty: training needs at least one category")
+        seen = {cid: 0 for cid in self.category_ids}
+        for img, file in zip(self.images, self._paths):
+            try:
+                with Image.open(file) as pil:
+                    size = pil.size
+            except (OSError, SyntaxError) as exc:
+                raise CocoFormatError(f"{src}: image id={img['id']}: field 'file_name': {file} is not an "
+                                      f"image that can be read ({exc})") from None
+            if size != (img["width"], img["height"]):
+                raise CocoFormatError(f"{src}: image id={img['id']}: fields 'width'/'height': {file} is "
+                                      f"{size[0]}x{size[1]} but the record says "
+                                      f"{img['width']}x{img['height']}")
+        for ann in self.coco["annotations"]:
+            img = self._image_by_id[int(ann["image_id"])]
+            h, w = img["height"], img["width"]
+            where = f"{src}: annotation id={ann['id']}"
+            seg = ann["segmentation"]
+            if isinstance(seg, list):
+                for j, poly in enumerate(seg):
+                    xy = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+                    out = (xy[:, 0] < -_BBOX_SLACK) | (xy[:, 0] > w + _BBOX_SLACK) | \
+                        (xy[:, 1] < -_BBOX_SLACK) | (xy[:, 1] > h + _BBOX_SLACK)
+                    if out.any():
+                        x, y = xy[np.argmax(out)]
+                        raise CocoFormatError(f"{where}: field 'segmentation': polygon {j} has the vertex "
+                                              f"({x:g}, {y:g}) outside the {w}x{h} image id={img['id']}")
+            if ann.get("iscrowd", 0):
+                continue
+            if rle_area(seg if isinstance(seg, dict) else polygons_to_rle(seg, h, w)) == 0:
+                raise CocoFormatError(f"{where}: field 'segmentation': the mask is empty (no pixel of the "
+                                      f"{w}x{h} image id={img['id']})")
+            seen[int(ann["category_id"])] += 1
+        names = dict(zip(self.category_ids, self.class_names[1:]))
+        unused = [f"id={cid} name={names[cid]!r}" for cid, n in seen.items() if n == 0]
+        if unused:
+            raise CocoFormatError(f"{src}: field 'categories': no (non-crowd) annotation of category "
+                                  + ", ".join(unused) + ": remove it or annotate it")
 
     def __repr__(self) -> str:
         return f"CocoFolderDataset({str(self.folder)!r}, {len(self)} images, {self.num_classes} classes)"
