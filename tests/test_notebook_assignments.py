@@ -202,3 +202,13 @@ def test_student_version_keeps_indentation_and_code_outside_markers():
     exec(src, namespace)
     with pytest.raises(NotImplementedError):
         namespace["f"](1)
+
+
+@pytest.mark.parametrize("path", assignment_notebooks(), ids=lambda p: p.name)
+def test_markers_only_on_lines_of_their_own(path):
+    """nbgrader finds its markers as substrings of any line of any cell: prose must not quote them."""
+    for cell in nbformat.read(path, as_version=4).cells:
+        for line in cell.source.splitlines():
+            for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"):
+                if marker in line:
+                    assert cell.cell_type == "code" and line.strip() == f"### {marker}", line
