@@ -351,7 +351,7 @@ class _Report:
             label = max(matches, key=lambda k: len(matches[k]))
             n, first = len(matches[label]), matches[label][0]
             where = f'case "{first}"' + (f" and {n - 1} more" if n > 1 else "")
-            return f"Likely bug: {label} ({where} give exactly that bug's output)"
+            return f"Likely bug: {label} ({where} {'gives' if n == 1 else 'give'} exactly that bug's output)"
         case = self.failed[0][0]
         return f'hint (simplest failing case, "{case.name}"): {case.hint}'
 
