@@ -177,6 +177,9 @@ class _Guard:
                 filename = getattr(getattr(py_func, "__code__", None), "co_filename", "")
                 if filename.startswith(self.roots()):
                     raise self.violation(f"numba compiling {py_func.__module__}.{py_func.__qualname__}")
+                why = self.scan_compiled(frame.f_locals.get("self"))
+                if why:
+                    raise self.violation(why)
                 return
             if code.co_filename.startswith(self.roots()) or self._forbidden_module(
                 frame.f_globals.get("__name__")
@@ -189,6 +192,65 @@ class _Guard:
             and frame.f_code is not _call_student.__code__
         ):
             raise self.violation(f"sys.{arg.__name__} (switching off the graded-mode guard)")
+
+    # -- compiled student code ---------------------------------------------------------------------
+    _SKIP_LIBRARIES = ("numpy", "scipy", "numba", "matplotlib", "llvmlite", "IPython", "ipykernel")
+
+    def scan_compiled(self, root) -> str | None:
+        """A student's Numba-compiled function runs no Python code, so a call it makes to one of the
+        package's kernels is invisible to the hook: look for such references (globals, closures and
+        module attributes its code names) in the compiled functions reachable from ``root``."""
+        base = getattr(sys.modules.get("numba.core.dispatcher"), "Dispatcher", None)
+        if base is None:
+            return None
+        roots, seen, stack = self.roots(), set(), [(root, False)]
+        while stack and len(seen) < 5000:
+            obj, compiled = stack.pop()
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            if isinstance(obj, base):
+                py_func = obj.py_func
+                if py_func.__code__.co_filename.startswith(roots):
+                    if compiled:
+                        where = f"{py_func.__module__}.{py_func.__qualname__}"
+                        return f"the Numba kernel {where} (from compiled code)"
+                    continue  # called from Python: the class swap refuses it
+                stack.append((py_func, True))
+                continue
+            fn = getattr(obj, "__func__", obj)
+            code, globals_ = getattr(fn, "__code__", None), getattr(fn, "__globals__", None)
+            if not (hasattr(code, "co_names") and isinstance(globals_, dict)):
+                continue
+            if code.co_filename.startswith(roots) or str(globals_.get("__name__", "")).split(".")[0] in \
+                    self._SKIP_LIBRARIES:
+                continue
+            names = set(code.co_names)
+            for const in code.co_consts:
+                if hasattr(const, "co_names"):
+                    names.update(const.co_names)
+            for name in names:
+                value = globals_.get(name)
+                if value is None:
+                    continue
+                stack.append((value, compiled))
+                if compiled and isinstance(value, type(sys)):  # module.attribute chains, resolved by Numba
+                    modules = [value]
+                    while modules:
+                        module = modules.pop()
+                        for attr in names:
+                            sub = getattr(module, attr, None)
+                            if isinstance(sub, type(sys)) and id(sub) not in seen:
+                                seen.add(id(sub))
+                                modules.append(sub)
+                            elif sub is not None:
+                                stack.append((sub, True))
+            for cell in getattr(fn, "__closure__", None) or ():
+                try:
+                    stack.append((cell.cell_contents, compiled))
+                except ValueError:  # an empty cell
+                    pass
+        return None
 
     # -- arming ------------------------------------------------------------------------------------
     def arm(self) -> None:
@@ -260,6 +322,9 @@ def _call_student(fn, args, graded: bool):
     """``fn(*args)``; in graded mode with the guard armed for exactly the duration of the call."""
     if not graded:
         return fn(*args)
+    why = _GUARD.scan_compiled(fn)
+    if why:
+        raise _GUARD.violation(why)
     _GUARD.arm()
     threading.setprofile(_GUARD.profile)
     sys.setprofile(_GUARD.profile)

@@ -1084,3 +1084,43 @@ def test_rebinding_the_checker_does_not_survive_a_reload():
         assert fresh.check_nms(student_nms("ge"), verbose=False) is False
     finally:
         module.check_nms = original
+
+
+def test_compiled_student_code_calling_a_package_kernel_is_caught(capsys):
+    """Numba-compiled code runs no Python: its calls into the package's kernels are found by reference."""
+    import importlib
+
+    import numba
+
+    nms_module = importlib.import_module("minimaskrcnn.ops.nms")
+    kernel = nms_module._nms_sorted_numba
+
+    @numba.njit
+    def compiled_wrapper(x1, y1, x2, y2, thr):
+        return kernel(x1, y1, x2, y2, thr, 0.0)
+
+    @numba.njit
+    def through_module(x1, y1, x2, y2, thr):
+        return numba_module_alias._nms_sorted_numba(x1, y1, x2, y2, thr, 0.0)  # noqa: F821 (set below)
+
+    def make(compiled):
+        def fn(boxes, scores, thr):
+            order = np.argsort(-scores, kind="stable")
+            cols = [np.ascontiguousarray(boxes[order][:, k]) for k in range(4)]
+            return order[np.asarray(compiled(*cols, thr), dtype=np.int64)]
+
+        return fn
+
+    globals()["numba_module_alias"] = nms_module
+    boxes = np.array([[0.0, 0, 2, 2], [1, 0, 3, 2]])
+    cols = [np.ascontiguousarray(boxes[:, k]) for k in range(4)]
+    for compiled in (compiled_wrapper, through_module):
+        compiled(*cols, 0.5)  # compiled before the graded call, as a notebook cell would
+        _not_allowed(lambda c=compiled: testing.check_nms(make(c), part="golden", graded=True), capsys,
+                     "_nms_sorted_numba (from compiled code)")
+
+    @numba.njit
+    def own_compiled(x1, thr):  # the student's own compiled code is fine
+        return x1 * thr
+
+    assert testing._GUARD.scan_compiled(make(own_compiled)) is None
