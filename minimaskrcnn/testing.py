@@ -104,7 +104,7 @@ class GradedModeViolation(Exception):
 class _Guard:
     """While armed, any call into ``minimaskrcnn``, ``torch`` or ``torchvision`` is a violation.
 
-    Three mechanisms, so that no name or captured reference gets around them:
+    Four mechanisms, so that no name or captured reference gets around them:
 
     1. a profile hook (``sys.setprofile``, and ``threading.setprofile`` for threads started during the
        call) sees every Python function or module body that starts; one whose file lies in the
@@ -116,11 +116,16 @@ class _Guard:
     2. the package's compiled Numba kernels (which run no Python code) are switched, for the
        duration, to a class whose call is refused;
     3. when torch is loaded, a torch function mode refuses every torch function and tensor method
-       (torch's C functions run no Python code either).
+       (torch's C functions run no Python code either);
+    4. a student's own Numba-compiled functions reachable from the function under test are searched
+       for references to the package's kernels (compiled code calls them without running Python).
 
     A violation is recorded (the case fails even if the student's code catches the exception) and
     raised at the call. Calls that turn the hook off from inside (``sys.setprofile``,
-    ``sys.settrace``) are refused too.
+    ``sys.settrace``) are refused too. Not caught: copying the package's source text, work handed to a
+    thread or process started before the call, and code that deliberately dismantles the checker from
+    inside (``ctypes``, editing its internal state): that is misconduct to be seen when reading the
+    notebook, not a wrapper.
     """
 
     NAMES = ("minimaskrcnn", "torch", "torchvision")

@@ -14,7 +14,8 @@ four submissions of it:
 The scores are read from nbgrader's gradebook (its database, through ``nbgrader.api.Gradebook``). The
 autograde time of the solution is measured without ``MINIMASKRCNN_FAST`` (grading must be short without
 any environment variable set by hand) and must stay under two minutes per notebook; the other three
-submissions are graded with it, which shrinks only the notebooks' timing and demo sizes.
+submissions are graded with it, which shrinks only the notebooks' timing and demo sizes, two notebooks at
+a time (each notebook has its own course folder and gradebook).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import re
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -221,24 +223,26 @@ def graded_course(tmp_path_factory):
     nbformat = require("nbformat")
     from nbgrader.api import Gradebook
 
-    course = tmp_path_factory.mktemp("course")
-    db = course / "gradebook.db"
-    (course / "nbgrader_config.py").write_text(
-        "c = get_config()\n"
-        f"c.CourseDirectory.root = {str(course)!r}\n"
-        f"c.CourseDirectory.db_url = {'sqlite:///' + str(db)!r}\n"
-        "c.ExecutePreprocessor.timeout = 300\n"
-    )
     env = {k: v for k, v in os.environ.items() if k != "MINIMASKRCNN_FAST"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env["MPLBACKEND"] = "Agg"
     names = list(WRAPPERS)
+    # One course folder (and gradebook) per notebook, so that the untimed grading below can run two at a time.
+    courses = {}
     for name in names:
+        course = courses[name] = tmp_path_factory.mktemp(f"course_{name[:2]}")
+        (course / "nbgrader_config.py").write_text(
+            "c = get_config()\n"
+            f"c.CourseDirectory.root = {str(course)!r}\n"
+            f"c.CourseDirectory.db_url = {'sqlite:///' + str(course / 'gradebook.db')!r}\n"
+            "c.ExecutePreprocessor.timeout = 300\n"
+        )
         (course / "source" / name).mkdir(parents=True)
         (course / "source" / name / f"{name}.ipynb").write_bytes((NOTEBOOKS / f"{name}.ipynb").read_bytes())
-        _nbgrader(["generate_assignment", name, "--force"], course, env)
+        _nbgrader(["generate_assignment", name], course, env)
     released, seconds = {}, {}
-    for name in names:
+    for name in names:  # one at a time: the solution's autograde is the timed one
+        course = courses[name]
         release = nbformat.read(course / "release" / name / f"{name}.ipynb", as_version=4)
         source = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
         released[name] = release
@@ -247,24 +251,21 @@ def graded_course(tmp_path_factory):
             folder.mkdir(parents=True)
             nbformat.write(_submission(nbformat, release, source, name, student), folder / f"{name}.ipynb")
         start = time.perf_counter()
-        _nbgrader(["autograde", name, "--student", "solution", "--create", "--force"], course, env)
+        _nbgrader(["autograde", name, "--student", "solution", "--create"], course, env)
         seconds[name] = time.perf_counter() - start
-        # The other three: MINIMASKRCNN_FAST=1 shrinks the notebooks' timing and demo sizes (never the graded
-        # checks), to keep this test short; the solution above is graded, and timed, without it (and is
-        # skipped here: without --force nbgrader does not grade a submission twice).
-        _nbgrader(["autograde", name, "--create"], course, dict(env, MINIMASKRCNN_FAST="1"))
+    # The other three submissions, two notebooks at a time, with MINIMASKRCNN_FAST=1 (it shrinks the
+    # notebooks' timing and demo sizes, never the graded checks) to keep this test short. Without --force
+    # nbgrader does not grade the solution twice.
+    fast = dict(env, MINIMASKRCNN_FAST="1")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(lambda n: _nbgrader(["autograde", n, "--create"], courses[n], fast), names))
     scores = {}
-    with Gradebook(f"sqlite:///{db}") as gb:
-        for name in names:
+    for name in names:
+        with Gradebook(f"sqlite:///{courses[name] / 'gradebook.db'}") as gb:
             cells = [c.name for c in gb.find_notebook(name, name).grade_cells]
             for student in STUDENTS:
-                scores[name, student] = {
-                    cell: (
-                        gb.find_grade(cell, name, name, student).score,
-                        gb.find_grade(cell, name, name, student).max_score,
-                    )
-                    for cell in cells
-                }
+                grades = {cell: gb.find_grade(cell, name, name, student) for cell in cells}
+                scores[name, student] = {cell: (g.score, g.max_score) for cell, g in grades.items()}
     for name in names:
         table = {s: sum(v[0] for v in scores[name, s].values()) for s in STUDENTS}
         total = sum(v[1] for v in scores[name, "solution"].values())
