@@ -310,7 +310,14 @@ def shapes() -> MaskRCNNConfig:
             # part of inference) then runs on at most 20 boxes per image instead of 100.
             detections_per_img=20,
         ),
-        mask=MaskConfig(layers=(64, 64, 64, 64)),  # solid shapes: 64 channels are plenty
+        mask=MaskConfig(
+            layers=(64, 64, 64, 64),  # solid shapes: 64 channels are plenty
+            # torchvision's conventions made masks ~35 px too large per object (the paste's +1) and
+            # shifted them 1/3 px up-left (targets cut half a pixel off): with these two, mask AP on 500
+            # fresh images rose from 0.884 to 0.989 (README, "Training from scratch").
+            targets_aligned=True,
+            paste="continuous",
+        ),
     ).validate()
 
 
