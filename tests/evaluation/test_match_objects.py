@@ -35,3 +35,19 @@ def test_match_objects_golden():
     none = match_objects([item], [{**pred, "scores": np.zeros(4)}])
     assert none["missed"].all() and (none["detection"] == -1).all()
     assert pixel_error_summary(none)["objects"] == 0
+
+
+def test_paste_comparison_on_the_shipped_model(capsys):
+    from minimaskrcnn.datasets.shapes import shapes_dataset
+    from minimaskrcnn.evaluation import evaluate_model
+    from minimaskrcnn.evaluation.evaluate import paste_comparison
+    from minimaskrcnn.weights import SHIPPED_MODEL, load_model
+
+    rows = paste_comparison([SHIPPED_MODEL], num_images=3, seed=1_000_003)
+    assert [r["paste"] for r in rows] == ["torchvision", "continuous"]
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    model = load_model(SHIPPED_MODEL)  # its own paste, scored the ordinary way, gives the same AP
+    res, _, _ = evaluate_model(model, shapes_dataset(3, 1_000_003))
+    own = next(r for r in rows if r["paste"] == model.config.mask.paste)
+    assert own["mask_AP"] == res["segm"]["AP"] and own["box_AP"] == res["bbox"]["AP"]
+    assert model.config.mask.paste == "continuous"  # the shipped model was trained for it
