@@ -9,6 +9,9 @@ Switches a learner can flip (the paper's ablations):
 
 - ``mask.loss = "sigmoid" | "softmax"`` (see :class:`MaskConfig` for the exact definitions);
 - ``roi_heads.pooler = "align" | "pool"`` and ``roi_heads.aligned`` (both RoI heads use them);
+- ``mask.softmax_rule = "p_k" | "argmax" | "k_vs_bg"``: which pixels a softmax mask keeps;
+- ``mask.targets_aligned`` and ``mask.paste = "torchvision" | "continuous"``: the pixel conventions of the
+  mask targets (image -> box) and of pasting (box -> image), see :class:`MaskConfig`;
 - ``backbone.fpn = False`` with ``backbone.single_level_stride = 16 | 32``: a C4/C5-style single
   feature map instead of the feature pyramid.
 
@@ -24,6 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+SOFTMAX_RULES = ("p_k", "argmax", "k_vs_bg")
+PASTE_CONVENTIONS = ("torchvision", "continuous")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -146,6 +151,20 @@ class MaskConfig:
     dilation: int = 1
     loss: str = "sigmoid"  # "sigmoid" | "softmax"
     threshold: float = 0.5  # pasted mask probabilities > threshold are the instance's pixels
+    # Softmax path only: the per-pixel score that is pasted and thresholded (> 0.5). "p_k": p_k itself
+    # (a pixel where class k wins with p_k < 0.5 among C channels is dropped); "argmax": k wins the
+    # pixel, scored p_k / (p_k + max_{j != k} p_j); "k_vs_bg": p_k / (p_k + p_0), class k against
+    # background only. All three are 1 - 1 / (1 + e^(z_k - z_x)) with z_x the rival's logit.
+    softmax_rule: str = "p_k"
+    # Training targets: the GT mask cut out of each RoI by RoIAlign with aligned=False (torchvision's
+    # project_masks_on_boxes, which samples the mask half a pixel down-right of the box) or aligned=True
+    # (the sampling grid in continuous pixel coordinates, the same frame as the boxes).
+    targets_aligned: bool = False
+    # Inference: how the 28x28 map goes into its box (ops.masks.paste_masks_in_image). "torchvision":
+    # box enlarged for a 1-cell zero border, truncated to integers, inclusive (+1) pixel indices - masks
+    # come out about one pixel wider and higher; "continuous": the box in continuous coordinates, every
+    # pixel centre sampled where it falls in the map (detectron2's paste_masks_in_image).
+    paste: str = "torchvision"
 
 
 @dataclass
@@ -184,6 +203,13 @@ class MaskRCNNConfig:
             raise ValueError(f"roi_heads.pooler must be 'align' or 'pool', got {self.roi_heads.pooler!r}")
         if self.mask.loss not in ("sigmoid", "softmax"):
             raise ValueError(f"mask.loss must be 'sigmoid' or 'softmax', got {self.mask.loss!r}")
+        if self.mask.softmax_rule not in SOFTMAX_RULES:
+            raise ValueError(f"mask.softmax_rule must be one of {SOFTMAX_RULES}, "
+                             f"got {self.mask.softmax_rule!r}")
+        if self.mask.paste not in PASTE_CONVENTIONS:
+            raise ValueError(f"mask.paste must be one of {PASTE_CONVENTIONS}, got {self.mask.paste!r}")
+        if not isinstance(self.mask.targets_aligned, bool):
+            raise ValueError(f"mask.targets_aligned must be True or False, got {self.mask.targets_aligned!r}")
         for name, part in (("rpn", self.rpn), ("roi_heads", self.roi_heads)):
             if part.bg_iou_thresh > part.fg_iou_thresh:
                 raise ValueError(f"{name}.bg_iou_thresh must be <= {name}.fg_iou_thresh")
@@ -317,7 +343,14 @@ def shapes() -> MaskRCNNConfig:
             # part of inference) then runs on at most 20 boxes per image instead of 100.
             detections_per_img=20,
         ),
-        mask=MaskConfig(layers=(64, 64, 64, 64)),  # solid shapes: 64 channels are plenty
+        mask=MaskConfig(
+            layers=(64, 64, 64, 64),  # solid shapes: 64 channels are plenty
+            # torchvision's conventions made masks ~35 px too large per object (the paste's +1) and
+            # shifted them 1/3 px up-left (targets cut half a pixel off): with these two, mask AP on 500
+            # fresh images rose from 0.884 to 0.989 (README, "Training from scratch").
+            targets_aligned=True,
+            paste="continuous",
+        ),
     ).validate()
 
 

@@ -130,8 +130,8 @@ class MaskRCNN(Module):
         results = []
         for det, size, orig in zip(dets, sizes, originals):
             boxes = self._transform().postprocess_boxes(det["boxes"], size, orig)
-            probs = paste_masks_in_image(det["mask_probs"], boxes, orig) if boxes.shape[0] else \
-                np.zeros((0,) + orig, dtype=self.dtype)
+            probs = paste_masks_in_image(det["mask_probs"], boxes, orig, convention=self.config.mask.paste) \
+                if boxes.shape[0] else np.zeros((0,) + orig, dtype=self.dtype)
             results.append({"boxes": boxes.astype(np.float32), "labels": det["labels"],
                             "scores": det["scores"].astype(np.float32),
                             "masks": probs > self.config.mask.threshold,

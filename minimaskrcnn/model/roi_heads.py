@@ -112,6 +112,32 @@ def _log_softmax(z: np.ndarray, axis: int) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
 
 
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):  # exp(-z) = inf for z << 0 gives 1 / inf = 0, as it should
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+def softmax_mask_scores(logits: np.ndarray, labels: np.ndarray, rule: str) -> np.ndarray:
+    """Per-pixel mask scores of a softmax mask head; the mask is ``score > 0.5`` (after pasting).
+
+    logits (D, C, M, M), labels (D,) the detected class k of each box, p = softmax over the C channels.
+    rule ``"p_k"``: p_k (k must hold the majority of the probability); ``"argmax"``:
+    p_k / (p_k + max_{j != k} p_j) = sigmoid(z_k - max_{j != k} z_j), above 0.5 exactly where k wins
+    the argmax over all channels; ``"k_vs_bg"``: p_k / (p_k + p_0) = sigmoid(z_k - z_0), class k against
+    background alone (the other classes' channels ignored). Returns (D, M, M)."""
+    rows = np.arange(labels.size)
+    if rule == "p_k":
+        return np.exp(_log_softmax(logits, axis=1))[rows, labels]
+    z_k = logits[rows, labels]
+    if rule == "k_vs_bg":
+        return _sigmoid(z_k - logits[:, 0])
+    if rule == "argmax":
+        rivals = logits.copy()
+        rivals[rows, labels] = -np.inf
+        return _sigmoid(z_k - rivals.max(axis=1))
+    raise ValueError(f"rule must be 'p_k', 'argmax' or 'k_vs_bg', got {rule!r}")
+
+
 def mask_loss(logits: np.ndarray, labels: np.ndarray, targets: np.ndarray, kind: str):
     """Mask loss and its gradient w.r.t. all logits.
 
@@ -227,7 +253,8 @@ class RoIHeads(Module):
             mask_labels.append(lab[p])
             if p.size:
                 M = 2 * self.mask_cfg.output_size
-                mask_targets.append(project_masks_on_boxes(t["masks"], props[p], M, matched_idxs=matched[p]))
+                mask_targets.append(project_masks_on_boxes(t["masks"], props[p], M, matched_idxs=matched[p],
+                                                           aligned=self.mask_cfg.targets_aligned))
         mask_labels = np.concatenate(mask_labels)
         mask_cache = None
         if mask_labels.size:
@@ -294,10 +321,9 @@ class RoIHeads(Module):
         labels = np.concatenate([d["labels"] for d in detections])
         rows = np.arange(labels.size)
         if self.mask_cfg.loss == "sigmoid":
-            with np.errstate(over="ignore"):  # exp(-z) = inf for z << 0 gives 1 / inf = 0, as it should
-                probs = 1.0 / (1.0 + np.exp(-logits[rows, labels]))
+            probs = _sigmoid(logits[rows, labels])
         else:
-            probs = np.exp(_log_softmax(logits, axis=1))[rows, labels]
+            probs = softmax_mask_scores(logits, labels, self.mask_cfg.softmax_rule)
         start = 0
         for d in detections:
             n = d["boxes"].shape[0]

@@ -19,6 +19,15 @@ Pasting convention (torchvision's, kept so that our masks equal its masks pixel 
 3. bilinearly resize the padded map to h x w (``align_corners=False``: pixel centres at +0.5) and
    write it at rows y1..y2, columns x1..x2, clipped to the image; the rest of the image stays 0.
 
+The other convention, ``paste_masks_in_image(..., convention="continuous")`` (detectron2's
+``paste_masks_in_image``): the box stays in continuous pixel coordinates, map cell i covers
+[x1 + i w / M, x1 + (i + 1) w / M) with w = x2 - x1, and image pixel c (centre c + 0.5) reads the map
+bilinearly at cell coordinate ``s = (c + 0.5 - x1) / w * M - 0.5``, with zeros outside the map (so the
+mask fades to 0 within half a cell outside the box). No +1, no truncation: a mask that fills its map
+pastes onto exactly the pixels whose centres lie in the box, give or take the half-cell fade.
+torchvision's convention pastes the same map about one pixel wider and higher (the +1), with an extra
+half-pixel jitter from truncating the enlarged box.
+
 Worked example: M = 2, padding 1, box (10, 10, 20, 20) in a 40 x 40 image. The padded map is 4 x 4
 with the prediction in its centre 2 x 2, scale = 4 / 2 = 2, so the box grows about its centre (15, 15)
 from half-size 5 to 10: (5, 5, 25, 25). It covers w = h = 25 - 5 + 1 = 21 pixels, so the 4 x 4 map
@@ -33,7 +42,7 @@ from .._checks import check_finite, float_array, pair
 
 
 def project_masks_on_boxes(gt_masks: np.ndarray, boxes: np.ndarray, M: int, *, matched_idxs=None,
-                           backend: str = "numba") -> np.ndarray:
+                           backend: str = "numba", aligned: bool = False) -> np.ndarray:
     """Mask targets: ground-truth masks RoIAligned onto boxes at M x M (torchvision's Mask R-CNN).
 
     Each target is ``roi_align(gt_mask, box, (M, M), spatial_scale=1, sampling_ratio=-1,
@@ -47,6 +56,9 @@ def project_masks_on_boxes(gt_masks: np.ndarray, boxes: np.ndarray, M: int, *, m
         matched_idxs: optional (P,) integer array, the ground-truth mask of each box (torchvision's
             argument); by default box p uses mask p (then P must equal K).
         backend: RoIAlign tier, ``"reference"``, ``"numba"`` or ``"cuda"``.
+        aligned: RoIAlign's half-pixel offset. False (torchvision) samples mask pixel index x1 + u,
+            i.e. the continuous point x1 + u + 0.5: targets show the mask half a pixel up-left of where
+            it is. True samples x1 + u - 0.5 in index terms, the continuous point x1 + u itself.
 
     Returns:
         (P, M, M) array of ``boxes``' dtype.
@@ -86,18 +98,24 @@ def project_masks_on_boxes(gt_masks: np.ndarray, boxes: np.ndarray, M: int, *, m
     # The masks become a (K, 1, H, W) float "feature map" and each box an RoI (mask index, x1, y1, x2, y2).
     masks = gt_masks[:, None].astype(boxes.dtype)
     rois = np.concatenate([matched_idxs[:, None].astype(boxes.dtype), boxes], axis=1)
-    return roi_align(masks, rois, (M, M), 1.0, sampling_ratio=-1, aligned=False, backend=backend)[:, 0]
+    return roi_align(masks, rois, (M, M), 1.0, sampling_ratio=-1, aligned=bool(aligned),
+                     backend=backend)[:, 0]
 
 
-def paste_masks_in_image(masks: np.ndarray, boxes: np.ndarray, image_shape, padding: int = 1) -> np.ndarray:
-    """Paste M x M mask probabilities into full-image maps (torchvision's convention, see the module).
+def paste_masks_in_image(masks: np.ndarray, boxes: np.ndarray, image_shape, padding: int = 1,
+                         convention: str = "torchvision") -> np.ndarray:
+    """Paste M x M mask probabilities into full-image maps (torchvision's or the continuous convention).
 
     Args:
         masks: (N, M, M) float32/float64 probabilities (sigmoid of the mask logits of each
             detection's class).
         boxes: (N, 4) float ``(x1, y1, x2, y2)`` detected boxes in image pixels, finite.
         image_shape: ``(H, W)`` of the output image.
-        padding: zero border added around each map before resizing (torchvision: 1).
+        padding: zero border added around each map before resizing (torchvision: 1). Not used by
+            the continuous convention, whose bilinear sampling reads zeros outside the map anyway.
+        convention: ``"torchvision"`` (the default; equal to torchvision's paste) or ``"continuous"``
+            (detectron2's; see the module docstring). A continuous box of zero width or height
+            pastes nothing.
 
     Returns:
         (N, H, W) probabilities in ``masks``' dtype, 0 outside each (enlarged) box; threshold at 0.5
@@ -113,6 +131,10 @@ def paste_masks_in_image(masks: np.ndarray, boxes: np.ndarray, image_shape, padd
     im_h, im_w = pair(image_shape, "image_shape", minimum=1)
     if isinstance(padding, (bool, np.bool_)) or not isinstance(padding, (int, np.integer)) or padding < 0:
         raise ValueError(f"padding must be an int >= 0, got {padding!r}")
+    if convention not in ("torchvision", "continuous"):
+        raise ValueError(f"convention must be 'torchvision' or 'continuous', got {convention!r}")
+    if convention == "continuous":
+        return _paste_continuous(masks, boxes, im_h, im_w)
     N, M = masks.shape[0], masks.shape[1]
 
     # 1. zero border, and the box enlarged by the same factor about its centre. The box arithmetic
@@ -140,6 +162,50 @@ def paste_masks_in_image(masks: np.ndarray, boxes: np.ndarray, image_shape, padd
         # resize to h x w, computing only the rows and columns that land inside the image
         out[n, y0:y1, x0:x1] = _resize_bilinear(padded[n], h, w, np.arange(y0 - by1, y1 - by1),
                                                 np.arange(x0 - bx1, x1 - bx1))
+    return out
+
+
+def _paste_continuous(masks: np.ndarray, boxes: np.ndarray, im_h: int, im_w: int) -> np.ndarray:
+    """The continuous paste (detectron2's convention): (N, M, M) maps, (N, 4) boxes -> (N, H, W).
+
+    1. per axis, pixel c of the image reads the map at cell coordinate ``s = (c + 0.5 - x1) / w * M - 0.5``
+       (w = x2 - x1), computed in the maps' dtype;
+    2. bilinear between cells floor(s) and floor(s) + 1, a cell outside 0..M-1 counting as 0; only the
+       pixels with -1 < s < M (the box plus half a cell each side) can be non-zero, so only they are
+       computed.
+    """
+    N, M = masks.shape[0], masks.shape[1]
+    dt = masks.dtype.type
+    # two zero cells on each side: s in (-1, 0) blends a zero with cell 0, and s <= -2 or s >= M + 1
+    # (clipped to the outermost zero cells) reads zeros only
+    padded = np.pad(masks, ((0, 0), (2, 2), (2, 2)))
+    out = np.zeros((N, im_h, im_w), dtype=masks.dtype)
+    b = boxes.astype(masks.dtype)
+    for n in range(N):
+        x1, y1, x2, y2 = b[n]
+        if not (x2 > x1 and y2 > y1):
+            continue
+        taps = []
+        for lo, hi, size in ((y1, y2, im_h), (x1, x2, im_w)):
+            cell = (hi - lo) / dt(M)
+            first = max(int(np.floor(lo - cell)) - 1, 0)  # pixels beyond a cell outside the box read 0
+            last = min(int(np.ceil(hi + cell)) + 1, size)
+            if last <= first:
+                break
+            idx = np.arange(first, last)
+            s = (idx.astype(masks.dtype) + dt(0.5) - lo) / (hi - lo) * dt(M) - dt(0.5)
+            s = np.clip(s + dt(2), dt(0), dt(M + 3))  # in the padded map's cells
+            i0 = np.floor(s).astype(np.int64)
+            i1 = np.minimum(i0 + 1, M + 3)
+            taps.append((idx, i0, i1, s - i0.astype(masks.dtype)))
+        if len(taps) < 2:
+            continue
+        (rows, y0i, y1i, ly), (cols, x0i, x1i, lx) = taps
+        p = padded[n]
+        top = p[y0i][:, x0i] * (dt(1) - lx) + p[y0i][:, x1i] * lx
+        bottom = p[y1i][:, x0i] * (dt(1) - lx) + p[y1i][:, x1i] * lx
+        out[n, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1] = \
+            (dt(1) - ly)[:, None] * top + ly[:, None] * bottom
     return out
 
 

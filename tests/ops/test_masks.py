@@ -145,3 +145,102 @@ def test_project_bad_input():
         project_masks_on_boxes(gt, boxes, 7, matched_idxs=np.array([0, 2]))
     with pytest.raises(ValueError, match=r"matched_idxs must have shape \(2,\)"):
         project_masks_on_boxes(gt, boxes, 7, matched_idxs=np.array([0]))
+
+
+# ---------------------------------------------------------------- the continuous paste convention
+
+def test_paste_continuous_golden():
+    # The same all-ones 2 x 2 map and box (10, 10, 20, 20) as the worked example, continuous convention:
+    # one cell is 10 / 2 = 5 px, pixel c reads cell coordinate s = (c + 0.5 - 10) / 10 * 2 - 0.5.
+    out = paste_masks_in_image(np.ones((1, 2, 2)), np.array([[10.0, 10.0, 20.0, 20.0]]), (40, 40),
+                               convention="continuous")
+    col = out[0, 15]
+    # c = 12..17: 0 <= s <= 1, between cells 0 and 1 (both 1) -> 1
+    np.testing.assert_allclose(col[12:18], 1.0, rtol=0, atol=1e-15)
+    # c = 10: s = -0.4, between the zero outside the map (weight 0.4) and cell 0 (weight 0.6) -> 0.6;
+    # c = 9: s = -0.6 -> 0.4; c = 8: s = -0.8 -> 0.2; c <= 7: s <= -1 -> 0. Symmetric on the far side.
+    np.testing.assert_allclose(col[[10, 9, 8, 19, 20, 21]], [0.6, 0.4, 0.2, 0.6, 0.4, 0.2],
+                               rtol=0, atol=1e-12)
+    assert not col[:8].any() and not col[22:].any()
+    # thresholded: exactly the 10 pixels whose centres lie in the box (torchvision's paste gives 11, 10..20)
+    np.testing.assert_array_equal(np.flatnonzero(col > 0.5), np.arange(10, 20))
+    np.testing.assert_array_equal(out[0], out[0].T)
+
+
+def _grid_sample_paste(torch, masks, boxes, H, W):
+    """The continuous convention written with torch's grid_sample (align_corners=False, zeros outside):
+    pixel centres (c + 0.5) normalised to [-1, 1] over each box."""
+    import torch.nn.functional as TF
+
+    m, b = torch.from_numpy(masks)[:, None], torch.from_numpy(boxes)
+    ys = torch.arange(H, dtype=m.dtype) + 0.5
+    xs = torch.arange(W, dtype=m.dtype) + 0.5
+    gy = (ys[None] - b[:, 1:2]) / (b[:, 3:4] - b[:, 1:2]) * 2 - 1  # (N, H)
+    gx = (xs[None] - b[:, 0:1]) / (b[:, 2:3] - b[:, 0:1]) * 2 - 1  # (N, W)
+    N = b.shape[0]
+    grid = torch.stack([gx[:, None, :].expand(N, H, W), gy[:, :, None].expand(N, H, W)], dim=3)
+    return TF.grid_sample(m, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0].numpy()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_paste_continuous_matches_grid_sample(torch, rng, dtype):
+    N, M, H, W = 25, 28, 50, 64
+    masks = rng.random((N, M, M)).astype(dtype)
+    boxes = boxes_touching_image(rng, N, H, W, dtype)
+    boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 0.3)  # grid_sample divides by the box size
+    boxes[1] = [-10.0, -10.0, 80, 70]  # larger than the image on every side
+    boxes[2] = [3.2, 4.7, 3.9, 5.1]  # smaller than a pixel
+    ours = paste_masks_in_image(masks, boxes, (H, W), convention="continuous")
+    assert ours.dtype == dtype and ours.shape == (N, H, W)
+    np.testing.assert_allclose(ours, _grid_sample_paste(torch, masks, boxes, H, W), rtol=0, atol=TOL[dtype])
+
+
+def test_paste_continuous_degenerate_and_outside_boxes():
+    boxes = np.array([[5.0, 5, 5, 9], [5, 5, 9, 5], [-30, 5, -10, 9], [50, 50, 60, 60]])
+    out = paste_masks_in_image(np.ones((4, 4, 4)), boxes, (20, 20), convention="continuous")
+    assert out.shape == (4, 20, 20) and not out.any()
+    with pytest.raises(ValueError, match="convention must be"):
+        paste_masks_in_image(np.ones((1, 4, 4)), boxes[:1], (20, 20), convention="detectron2")
+
+
+def test_paste_conventions_on_the_same_box():
+    # A map that is 1 in every cell, box (4.6, 0, 15.4, 20): torchvision's paste covers the truncated,
+    # enlarged box inclusively and keeps 12 columns (4..15); the continuous one keeps the 10 whose
+    # centres (5.5 .. 14.5) lie in [4.6, 15.4]: columns 4 and 15 (centres 0.1 px outside, a quarter of a
+    # 10.8 / 28 px cell) read 0.24 of the border cell.
+    box = np.array([[4.6, 0.0, 15.4, 20.0]])
+    tv = paste_masks_in_image(np.ones((1, 28, 28)), box, (20, 20))[0, 10] > 0.5
+    cont = paste_masks_in_image(np.ones((1, 28, 28)), box, (20, 20), convention="continuous")[0, 10] > 0.5
+    np.testing.assert_array_equal(np.flatnonzero(tv), np.arange(4, 16))
+    np.testing.assert_array_equal(np.flatnonzero(cont), np.arange(5, 15))
+
+
+# ---------------------------------------------------------------- aligned mask targets
+
+def test_project_aligned_golden():
+    # GT mask = columns >= 10 of a 4 x 20 image (its edge at x = 10 in continuous coordinates).
+    # Box (8, 0, 12, 4), M = 4: bins 1 px wide, ceil(4 / 4) = 1 sample per bin at its centre.
+    # aligned=True samples the continuous points 8.5, 9.5, 10.5, 11.5 = indices 8, 9, 10, 11 -> 0, 0, 1, 1:
+    #   the edge sits between bins 1 and 2, at x = 10, where it is.
+    # aligned=False samples indices 8.5, 9.5, 10.5, 11.5 -> 0, 0.5, 1, 1: the target's edge moves
+    #   half a pixel left (toward the box's origin), torchvision's convention.
+    mask = np.zeros((1, 4, 20), dtype=bool)
+    mask[0, :, 10:] = True
+    box = np.array([[8.0, 0.0, 12.0, 4.0]])
+    np.testing.assert_allclose(project_masks_on_boxes(mask, box, 4, aligned=True)[0, 1], [0, 0, 1, 1],
+                               rtol=0, atol=1e-15)
+    np.testing.assert_allclose(project_masks_on_boxes(mask, box, 4)[0, 1], [0, 0.5, 1, 1], rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_project_aligned_matches_torchvision_roi_align(torch, torchvision, rng, dtype):
+    from torchvision.ops import roi_align as tv_roi_align
+
+    K, H, W, P = 4, 40, 50, 12
+    gt = rng.random((K, H, W)) > 0.6
+    boxes = boxes_touching_image(rng, P, H, W, dtype)
+    matched = rng.integers(0, K, P)
+    ours = project_masks_on_boxes(gt, boxes, 14, matched_idxs=matched, aligned=True)
+    rois = torch.from_numpy(np.concatenate([matched[:, None].astype(dtype), boxes], axis=1))
+    theirs = tv_roi_align(torch.from_numpy(gt[:, None].astype(dtype)), rois, (14, 14), 1.0, -1, True)[:, 0]
+    np.testing.assert_allclose(ours, theirs.numpy(), rtol=0, atol=TOL[dtype])
