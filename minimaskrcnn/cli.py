@@ -44,7 +44,27 @@ def _train(args) -> int:
     from minimaskrcnn.train import TrainConfig, train
 
     overrides = _parse_set(args.set, "FIELD=VALUE (e.g. mask.loss=softmax)")
-    model_config = with_overrides(get_preset(args.preset), **overrides)
+    model = None
+    if args.init_torchvision:
+        # Fine-tuning: torchvision's resnet50_fpn weights, new predictors for the data's classes.
+        import numpy as np
+
+        from minimaskrcnn.weights import load_torchvision_weights
+
+        if args.resume or args.single_level is not None:
+            raise SystemExit("--init-torchvision starts a new run from torchvision's architecture: "
+                             "not with --resume or --single-level")
+        data_config = get_preset(args.preset)  # the data's classes
+        try:
+            model = load_torchvision_weights(
+                args.init_torchvision, num_classes=data_config.num_classes,
+                class_names=data_config.class_names, trainable_backbone_layers=args.trainable_backbone_layers,
+                rng=np.random.default_rng(args.seed), **overrides)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"--init-torchvision: {exc}") from None
+        model_config = None
+    else:
+        model_config = with_overrides(get_preset(args.preset), **overrides)
     if args.single_level is not None:
         model_config = single_level(model_config, args.single_level)
     cfg = TrainConfig(preset=args.preset, steps=args.steps if args.steps is not None else
@@ -52,7 +72,7 @@ def _train(args) -> int:
                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, out=args.out,
                       minutes=args.minutes, eval_images=args.eval_images,
                       checkpoint_every=args.checkpoint_every)
-    out = train(cfg, model_config, resume=args.resume)
+    out = train(cfg, model_config, resume=args.resume, model=model)
     minutes = out["seconds"] / 60
     print(f"trained {out['step']} steps in {minutes:.1f} min; model saved to {args.out}/model.npz")
     return 0
@@ -124,6 +144,19 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from minimaskrcnn.weights import export_torchvision, load_model
+
+    try:
+        info = export_torchvision(load_model(args.checkpoint), args.torchvision)
+    except (OSError, ValueError, ImportError) as exc:
+        print(f"minimaskrcnn export: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {info['path']}: torchvision maskrcnn_resnet50_fpn state_dict, {info['keys']} tensors, "
+          f"num_classes={info['num_classes']}")
+    return 0
+
+
 def _vos(args) -> int:
     from minimaskrcnn.video import benchmark
 
@@ -175,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "--set roi_heads.pooler=pool (repeatable; the paper's ablations)")
     p.add_argument("--single-level", type=int, choices=[16, 32], default=None,
                    help="no FPN: the heads read one map of this stride (C4 = 16, C5 = 32)")
+    p.add_argument("--init-torchvision", metavar="FILE", default=None,
+                   help="fine-tune torchvision's maskrcnn_resnet50_fpn weights (a .pth you downloaded, "
+                   "e.g. maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth): new box and mask predictors for the "
+                   "data's classes; --set then takes torchvision's arguments (e.g. --set min_size=512)")
+    p.add_argument("--trainable-backbone-layers", type=int, choices=range(6), default=3, metavar="N",
+                   help="with --init-torchvision: how many of layer4..layer1, conv1 train (torchvision's "
+                   "trainable_backbone_layers, default 3: conv1 and layer1 frozen)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser(
@@ -214,15 +254,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser(
+        "export",
+        help="write a resnet50_fpn model as a torchvision state_dict (.pth), to train on on many GPUs",
+        description="Write a model of the resnet50_fpn architecture (e.g. fine-tuned with `train "
+        "--init-torchvision`) as a state_dict that torchvision.models.detection.maskrcnn_resnet50_fpn("
+        "weights=None, weights_backbone=None, num_classes=K) loads with strict=True. Needs torch.",
+    )
+    p.add_argument("--checkpoint", required=True, help="model file written by `minimaskrcnn train`")
+    p.add_argument("--torchvision", required=True, metavar="OUT.pth", help="where to write the state_dict")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser(
         "bench",
         help="time our kernels against torch/torchvision in the same run and print ratios",
         description="Time a group of our kernels against the reference implementation measured in "
         "the same process with the same number of threads; prints times and ratios (ours / theirs). "
         "Needs torch and torchvision installed (the [test] extra).",
     )
-    p.add_argument("target", choices=["conv", "ops", "train", "resnet50"],
+    p.add_argument("target", choices=["conv", "ops", "train", "resnet50", "finetune"],
                    help="conv: conv2d forward+backward; ops: roi_align/roi_pool/nms; train: one "
-                   "training step of the tiny model; resnet50: inference at torchvision's preset")
+                   "training step of the tiny model; resnet50: inference at torchvision's preset; "
+                   "finetune: one R50-FPN training step at 512 px with conv1+layer1 frozen, time and "
+                   "peak memory")
     p.add_argument("--threads", type=int, default=2, help="threads for both sides (default 2)")
     p.add_argument("--repeat", type=int, default=5, help="timed repetitions, best is kept (default 5)")
     p.set_defaults(func=_bench)

@@ -89,15 +89,23 @@ def _check_finite(losses: dict, step: int) -> None:
 
 
 def train(cfg: TrainConfig, model_config: MaskRCNNConfig | None = None, resume: bool = False,
-          evaluate: bool = True) -> dict:
-    """Run (or resume) a training run; returns {"step", "losses" (last), "eval" (if evaluated)}."""
+          evaluate: bool = True, model: MaskRCNN | None = None) -> dict:
+    """Run (or resume) a training run; returns {"step", "losses" (last), "eval" (if evaluated)}.
+
+    ``model``: an already-built model to start from (e.g. ``weights.load_torchvision_weights``, with
+    its frozen layers) instead of a fresh ``MaskRCNN(model_config)``; its config is saved, so
+    ``resume`` rebuilds it with the same frozen layers."""
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise ValueError("steps and batch_size must be >= 1")
+    if model is not None and (model_config is not None or resume):
+        raise ValueError("pass model= alone: not with model_config= (the model has its config) nor "
+                         "resume=True (a resumed run rebuilds its model from the checkpoint)")
     os.makedirs(cfg.out, exist_ok=True)
     ck_path = os.path.join(cfg.out, "checkpoint.npz")
     log_path = os.path.join(cfg.out, "log.jsonl")
-    model_config = model_config or get_preset(cfg.preset)
-    model = MaskRCNN(model_config, np.random.default_rng(cfg.seed))
+    if model is None:
+        model_config = model_config or get_preset(cfg.preset)
+        model = MaskRCNN(model_config, np.random.default_rng(cfg.seed))
     sample_rng = np.random.default_rng([cfg.seed, 1])  # draws the anchor and RoI samples
     opt = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     step, elapsed, decay_step = 0, 0.0, None
