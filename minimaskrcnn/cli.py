@@ -145,15 +145,30 @@ def _evaluate(args) -> int:
 
 
 def _export(args) -> int:
-    from minimaskrcnn.weights import export_torchvision, load_model
+    from minimaskrcnn.weights import export_reference_checkpoint, export_torchvision, load_model
 
+    if not (args.torchvision or args.reference_resume):
+        print("minimaskrcnn export: error: give --torchvision OUT.pth and/or --reference-resume OUT.pth",
+              file=sys.stderr)
+        return 2
     try:
-        info = export_torchvision(load_model(args.checkpoint), args.torchvision)
+        model = load_model(args.checkpoint)
+        if args.torchvision:
+            info = export_torchvision(model, args.torchvision)
+            print(f"wrote {info['path']}: torchvision maskrcnn_resnet50_fpn state_dict, {info['keys']} "
+                  f"tensors, num_classes={info['num_classes']}")
+        if args.reference_resume:
+            info = export_reference_checkpoint(model, args.reference_resume, lr=args.lr,
+                                               momentum=args.momentum, weight_decay=args.weight_decay,
+                                               lr_steps=args.lr_steps, lr_gamma=args.lr_gamma)
+            print(f"wrote {info['path']}: for torchvision's references/detection/train.py --resume "
+                  f"(SGD over {info['trainable']} trainable tensors, lr {args.lr}, lr steps "
+                  f"{' '.join(map(str, args.lr_steps))}, epoch 0 next); run it with --weights-backbone "
+                  f"ResNet50_Weights.IMAGENET1K_V1 --trainable-backbone-layers "
+                  f"{info['trainable_backbone_layers']}, without --amp")
     except (OSError, ValueError, ImportError) as exc:
         print(f"minimaskrcnn export: error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {info['path']}: torchvision maskrcnn_resnet50_fpn state_dict, {info['keys']} tensors, "
-          f"num_classes={info['num_classes']}")
     return 0
 
 
@@ -258,10 +273,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a resnet50_fpn model as a torchvision state_dict (.pth), to train on on many GPUs",
         description="Write a model of the resnet50_fpn architecture (e.g. fine-tuned with `train "
         "--init-torchvision`) as a state_dict that torchvision.models.detection.maskrcnn_resnet50_fpn("
-        "weights=None, weights_backbone=None, num_classes=K) loads with strict=True. Needs torch.",
+        "weights=None, weights_backbone=None, num_classes=K) loads with strict=True, or as the "
+        "training state torchvision's detection reference script resumes from. Needs torch.",
     )
     p.add_argument("--checkpoint", required=True, help="model file written by `minimaskrcnn train`")
-    p.add_argument("--torchvision", required=True, metavar="OUT.pth", help="where to write the state_dict")
+    p.add_argument("--torchvision", metavar="OUT.pth", help="where to write the state_dict")
+    p.add_argument("--reference-resume", metavar="OUT.pth",
+                   help="also/instead write the training state that torchvision's detection reference "
+                   "script (references/detection/train.py) restores with --resume: model, a fresh SGD "
+                   "and MultiStepLR state with the values below (they replace the script's --lr and "
+                   "--lr-steps), epoch 0 next")
+    p.add_argument("--lr", type=float, default=0.02, help="with --reference-resume: SGD lr (default "
+                   "0.02, the script's: 8 GPUs x 2 images)")
+    p.add_argument("--momentum", type=float, default=0.9, help="with --reference-resume (default 0.9)")
+    p.add_argument("--weight-decay", type=float, default=1e-4,
+                   help="with --reference-resume (default 1e-4)")
+    p.add_argument("--lr-steps", type=int, nargs="+", default=[16, 22],
+                   help="with --reference-resume: MultiStepLR milestones in epochs (default 16 22)")
+    p.add_argument("--lr-gamma", type=float, default=0.1, help="with --reference-resume (default 0.1)")
     p.set_defaults(func=_export)
 
     p = sub.add_parser(

@@ -329,6 +329,44 @@ def export_mismatches(config: MaskRCNNConfig) -> list[str]:
             if k not in _EXPORT_FREE_FIELDS and ours.get(k) != theirs.get(k)]
 
 
+def _torch_for_export(model):
+    """torch, after checking that ``model`` is of the architecture torchvision builds."""
+    problems = export_mismatches(model.config)
+    if problems:
+        raise ValueError("only the resnet50_fpn architecture (torchvision's maskrcnn_resnet50_fpn) can be "
+                         "exported to torchvision; this model differs in: " + "; ".join(problems))
+    try:
+        import torch
+    except ImportError:
+        raise ImportError("exporting to torchvision needs torch: pip install torch torchvision "
+                          "(reading torchvision's weights does not)") from None
+    return torch
+
+
+def _torch_state_dict(model):
+    import collections
+
+    import torch
+
+    return collections.OrderedDict((k, torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)))
+                                   for k, v in model.state_dict().items())
+
+
+def _save_atomically(torch, obj, path) -> str:
+    """``torch.save`` to ``path.tmp``, then rename: a reader never sees a half-written file."""
+    import os
+
+    path = os.fspath(path)
+    tmp = f"{path}.tmp"
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
 def export_torchvision(model, path) -> dict:
     """Write ``model`` as a torchvision ``maskrcnn_resnet50_fpn`` state_dict (float32 tensors, torch's
     names; a plain dict, so BatchNorm layers of a ``weights=None`` build fill in their own
@@ -340,26 +378,37 @@ def export_torchvision(model, path) -> dict:
     fields when the model is not of that architecture (the shapes preset is not). Returns
     ``{"num_classes", "keys", "path"}``.
     """
-    problems = export_mismatches(model.config)
-    if problems:
-        raise ValueError("only the resnet50_fpn architecture (torchvision's maskrcnn_resnet50_fpn) can be "
-                         "exported to torchvision; this model differs in: " + "; ".join(problems))
-    try:
-        import torch
-    except ImportError:
-        raise ImportError("exporting to torchvision needs torch: pip install torch torchvision "
-                          "(reading torchvision's weights does not)") from None
-    import collections
-    import os
-
-    state = collections.OrderedDict((k, torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)))
-                                    for k, v in model.state_dict().items())
-    path = os.fspath(path)
-    tmp = f"{path}.tmp"
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    torch = _torch_for_export(model)
+    state = _torch_state_dict(model)
+    path = _save_atomically(torch, state, path)
     return {"num_classes": model.config.num_classes, "keys": len(state), "path": path}
+
+
+def export_reference_checkpoint(model, path, *, lr: float = 0.02, momentum: float = 0.9,
+                                weight_decay: float = 1e-4, lr_steps=(16, 22), lr_gamma: float = 0.1) -> dict:
+    """Write ``model`` as the training state that torchvision's detection reference script
+    (``references/detection/train.py`` in the torchvision repository) restores with ``--resume``.
+
+    That script's ``--resume FILE`` reads ``torch.load(FILE, weights_only=True)`` and restores
+    ``["model"]`` (the state_dict), ``["optimizer"]``, ``["lr_scheduler"]`` and ``["epoch"]`` (it starts
+    at epoch + 1), so a bare state_dict cannot go there. Written here: the state_dict, a fresh
+    ``torch.optim.SGD`` state over the model's trainable parameters (``lr``, ``momentum``,
+    ``weight_decay``: the script's defaults; no momentum yet), a ``MultiStepLR(milestones=lr_steps,
+    gamma=lr_gamma)`` state at its start, and epoch −1 (so the run starts at epoch 0, warm-up
+    included). Restoring the optimizer and scheduler replaces the script's ``--lr`` and ``--lr-steps``
+    by these values, and the optimizer must see as many trainable parameters as this model has: run
+    the script with ``--weights-backbone ResNet50_Weights.IMAGENET1K_V1`` (FrozenBatchNorm, as here),
+    ``--trainable-backbone-layers`` equal to this model's and without ``--amp`` or
+    ``--norm-weight-decay``. Returns ``{"trainable", "trainable_backbone_layers", "path"}``.
+    """
+    torch = _torch_for_export(model)
+    state = _torch_state_dict(model)
+    trainable = [torch.from_numpy(np.zeros(p.shape, np.float32)) for p in model.trainable_parameters()]
+    optimizer = torch.optim.SGD(trainable, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[int(s) for s in lr_steps],
+                                                     gamma=lr_gamma)
+    checkpoint = {"model": state, "optimizer": optimizer.state_dict(), "lr_scheduler": scheduler.state_dict(),
+                  "epoch": -1}
+    path = _save_atomically(torch, checkpoint, path)
+    return {"trainable": len(trainable), "path": path,
+            "trainable_backbone_layers": model.config.backbone.trainable_layers}

@@ -106,3 +106,35 @@ def test_export_command_and_its_errors(saved, tmp_path, torch, capsys):  # noqa:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 2, res.stderr[-2000:]
     assert "error: exporting to torchvision needs torch" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_reference_resume_checkpoint_restores_as_torchvisions_reference_script(saved, tmp_path, torch):  # noqa: F811
+    """The lines of torchvision's references/detection/train.py that ``--resume`` runs, on the model
+    that script builds with ``--weights-backbone`` (FrozenBatchNorm) and ``--trainable-backbone-layers
+    2``: everything loads, the run starts at epoch 0 with our lr and milestones."""
+    from minimaskrcnn.cli import main
+    from minimaskrcnn.model.torch_reference import torchvision_resnet50_fpn
+
+    model = load_torchvision_weights(saved[0], num_classes=3, trainable_backbone_layers=2, **OVERRIDES)
+    npz = tmp_path / "model.npz"
+    save_model(npz, model)
+    out = tmp_path / "resume.pth"
+    assert main(["export", "--checkpoint", str(npz), "--reference-resume", str(out), "--lr", "0.01",
+                 "--lr-steps", "8", "11"]) == 0
+
+    tv = torchvision_resnet50_fpn(3, 2)
+    params = [p for p in tv.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=0.02, momentum=0.9, weight_decay=1e-4)
+    lr_scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[16, 22], gamma=0.1)
+    checkpoint = torch.load(out, map_location="cpu", weights_only=True)
+    tv.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
+    assert checkpoint["epoch"] + 1 == 0
+    assert optimizer.param_groups[0]["lr"] == 0.01 and sorted(lr_scheduler.milestones) == [8, 11]
+    for name, t in tv.state_dict().items():
+        np.testing.assert_array_equal(t.numpy(), model.state_dict()[name], err_msg=name)
+
+    wrong = torch.optim.SGD(list(tv.parameters()), lr=0.02)  # all 5 layers: another parameter count
+    with pytest.raises(ValueError):
+        wrong.load_state_dict(checkpoint["optimizer"])
