@@ -184,3 +184,25 @@ def test_conv_backward_skips_only_what_is_not_needed(kernel, stride, padding):
     np.testing.assert_allclose(only_dx[0], dx, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(only_dw[1], dw, rtol=1e-12, atol=1e-12)
     assert F.conv2d_backward(dout, cache, need_dx=False, need_dw=False)[:2] == (None, None)
+
+
+def test_train_command_with_init_torchvision(saved, tmp_path):
+    """``minimaskrcnn train --init-torchvision FILE``: one step on shapes images; the saved model
+    keeps the frozen layers (its config says 3 trainable layers), which did not move, and a resumed
+    run rebuilds them frozen."""
+    from minimaskrcnn.cli import main
+    from minimaskrcnn.weights import load_model
+
+    out = tmp_path / "run"
+    argv = ["train", "--init-torchvision", str(saved), "--steps", "1", "--batch-size", "1", "--set",
+            "min_size=128", "--set", "max_size=128", "--eval-images", "0", "--out", str(out)]
+    assert main(argv) == 0
+    model = load_model(out / "model.npz")
+    assert model.config.backbone.trainable_layers == 3 and model.config.num_classes == K
+    start = load_torchvision_weights(saved, num_classes=K)
+    moved = {k for k, v in model.state_dict().items() if not np.array_equal(v, start.state_dict()[k])}
+    frozen = {k for k, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and not moved & frozen
+    assert "backbone.body.layer4.2.conv3.weight" in moved
+    with pytest.raises(SystemExit, match="not with --resume"):
+        main(argv + ["--resume"])
