@@ -88,8 +88,12 @@ def test_export_command_and_its_errors(saved, tmp_path, torch, capsys):  # noqa:
     npz = tmp_path / "model.npz"
     save_model(npz, load_torchvision_weights(path, num_classes=3, **OVERRIDES))
     out = tmp_path / "tv.pth"
-    assert main(["export", "--checkpoint", str(npz), "--torchvision", str(out)]) == 0
-    assert "num_classes=3" in capsys.readouterr().out
+    resume = tmp_path / "resume.pth"
+    assert main(["export", "--checkpoint", str(npz), "--torchvision", str(out), "--reference-resume",
+                 str(resume), "--lr", "0.01", "--lr-steps", "8", "11"]) == 0
+    printed = capsys.readouterr().out
+    assert "num_classes=3" in printed and "--trainable-backbone-layers 3" in printed
+    assert torch.load(resume, weights_only=True)["optimizer"]["param_groups"][0]["lr"] == 0.01
     sd = torch.load(out, weights_only=True)
     assert sd["roi_heads.box_predictor.cls_score.weight"].shape == (3, 1024)
 
@@ -112,15 +116,13 @@ def test_reference_resume_checkpoint_restores_as_torchvisions_reference_script(s
     """The lines of torchvision's references/detection/train.py that ``--resume`` runs, on the model
     that script builds with ``--weights-backbone`` (FrozenBatchNorm) and ``--trainable-backbone-layers
     2``: everything loads, the run starts at epoch 0 with our lr and milestones."""
-    from minimaskrcnn.cli import main
     from minimaskrcnn.model.torch_reference import torchvision_resnet50_fpn
+    from minimaskrcnn.weights import export_reference_checkpoint
 
     model = load_torchvision_weights(saved[0], num_classes=3, trainable_backbone_layers=2, **OVERRIDES)
-    npz = tmp_path / "model.npz"
-    save_model(npz, model)
     out = tmp_path / "resume.pth"
-    assert main(["export", "--checkpoint", str(npz), "--reference-resume", str(out), "--lr", "0.01",
-                 "--lr-steps", "8", "11"]) == 0
+    info = export_reference_checkpoint(model, out, lr=0.01, lr_steps=(8, 11))
+    assert info["trainable"] == len(model.trainable_parameters()) and info["trainable_backbone_layers"] == 2
 
     tv = torchvision_resnet50_fpn(3, 2)
     params = [p for p in tv.parameters() if p.requires_grad]
