@@ -411,6 +411,167 @@ def bench_resnet50(threads: int, repeat: int) -> None:
 TARGETS["resnet50"] = bench_resnet50
 
 
+# ---- finetune: one training step of maskrcnn_resnet50_fpn with torchvision's frozen layers -------------
+
+FINETUNE_SIZE = 512  # image side; min_size = max_size = 512 on both sides, so no resize
+FINETUNE_CLASSES = 4  # background + 3, as a small fine-tuning label set
+
+
+def _finetune_batch():
+    """Two 512×512 photos (skimage's astronaut; matplotlib's grace_hopper, its top 512 rows) with three
+    elliptic instances each (boxes, labels 1..3, masks), as uint8 images."""
+    import matplotlib.cbook as cbook
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as im:
+        hopper = np.asarray(im.convert("RGB"))[:FINETUNE_SIZE, :FINETUNE_SIZE].copy()
+    images = [skimage.data.astronaut().copy(), hopper]
+    yy, xx = np.mgrid[:FINETUNE_SIZE, :FINETUNE_SIZE]
+    targets = []
+    for i, _ in enumerate(images):
+        masks, boxes = [], []
+        for cx, cy, rx, ry in ((150, 180, 60, 90), (330, 260, 110, 70), (260, 420, 40, 40)):
+            cx, cy = cx + 30 * i, cy - 20 * i
+            m = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1
+            ys, xs = np.nonzero(m)
+            masks.append(m)
+            boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+        targets.append({"boxes": np.array(boxes, np.float32), "labels": np.array([1, 2, 3], np.int64),
+                        "masks": np.stack(masks)})
+    return images, targets
+
+
+def _finetune_sides(path, images, targets, sides=("ours", "torch")):
+    """{side: a zero-argument function doing one training step — forward, backward, SGD update} for
+    our model and torchvision's (only the ``sides`` asked for are built), both loaded from ``path``
+    with conv1 + layer1 frozen."""
+    import numpy as np
+    import torch
+
+    from minimaskrcnn.model.torch_reference import torch_inputs, torchvision_resnet50_fpn
+    from minimaskrcnn.nn.optim import SGD
+    from minimaskrcnn.weights import load_torchvision_weights
+
+    size = {"min_size": FINETUNE_SIZE, "max_size": FINETUNE_SIZE}
+    fns = {}
+    # a tiny learning rate: repeated steps on one batch must not drift far from the starting point
+    if "ours" in sides:
+        model = load_torchvision_weights(path, trainable_backbone_layers=3, **size)
+        opt = SGD(model.trainable_parameters(), lr=1e-5, momentum=0.9, weight_decay=1e-4)
+
+        def ours():
+            model.forward_train(images, targets)
+            opt.zero_grad()
+            model.backward()
+            opt.step()
+
+        fns["ours"] = ours
+    if "torch" in sides:
+        tmodel = torchvision_resnet50_fpn(FINETUNE_CLASSES, 3, **size)
+        tmodel.load_state_dict(torch.load(path, weights_only=True), strict=True)
+        tmodel.train()
+        topt = torch.optim.SGD([p for p in tmodel.parameters() if p.requires_grad], lr=1e-5, momentum=0.9,
+                               weight_decay=1e-4)
+        timgs, ttgts = torch_inputs([im.astype(np.float32) / 255 for im in images], targets)
+
+        def theirs():
+            losses = tmodel(timgs, ttgts)
+            topt.zero_grad()
+            sum(losses.values()).backward()
+            topt.step()
+
+        fns["torch"] = theirs
+    return fns
+
+
+def _memory_status() -> dict:
+    with open("/proc/self/status") as f:
+        fields = (ln.split(":", 1) for ln in f)
+        return {k: int(v.split()[0]) * 1024 for k, v in fields if k in ("VmRSS", "VmHWM")}
+
+
+def finetune_step_memory(side: str, path: str, threads: int) -> None:
+    """Run in a fresh process per side (``python -c``): one warm-up step, then reset the kernel's peak
+    RSS counter (``/proc/self/clear_refs``) and run one measured step; print JSON with the resident
+    memory just before the step and its peak during the step, in bytes."""
+    import json
+
+    import torch
+
+    torch.set_num_threads(threads)
+    _set_numba_threads(threads)
+    images, targets = _finetune_batch()
+    step = _finetune_sides(path, images, targets, sides=(side,))[side]
+    step()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # 5: reset VmHWM (the peak resident set) to the current RSS
+    before = _memory_status()["VmRSS"]
+    step()
+    print(json.dumps({"before": before, "peak": _memory_status()["VmHWM"]}))
+
+
+def _finetune_memory(side: str, path: str, threads: int) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    # Fixed mmap threshold: glibc then returns every large array to the system when it is freed, so the
+    # RSS just before the step holds no memory left over from the warm-up, and the peak is the step's.
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+    code = ("from minimaskrcnn.bench import finetune_step_memory; "
+            f"finetune_step_memory({side!r}, {path!r}, {threads})")
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def bench_finetune(threads: int, repeat: int) -> None:
+    """One fine-tuning step of ``maskrcnn_resnet50_fpn`` — forward, hand-written backward, SGD update —
+    against torchvision's, float32, batch 2 of 512×512 photos with 3 instances each, the same weights
+    (torchvision's model at random initialisation, 4 classes; nothing is downloaded), the same frozen
+    layers (``trainable_backbone_layers=3``: conv1 and layer1 frozen, FrozenBatchNorm everywhere) and
+    torchvision's samplers (256 anchors, 512 RoIs per image; the draws differ between the sides).
+
+    Time: best of ``repeat`` steps per side, the sides alternating. Memory: each side in its own fresh
+    process, after one warm-up step: the resident set just before the measured step and its peak
+    during it (the kernel's VmHWM, reset before the step), so model weights, libraries and the
+    interpreter are counted in both (each process imports torch; only its own side's model is
+    built); the difference is what the step itself holds at its peak."""
+    import os
+    import tempfile
+
+    import torch
+
+    from minimaskrcnn.model.torch_reference import torchvision_resnet50_fpn
+
+    print(f"finetune step, maskrcnn_resnet50_fpn, float32, {threads} thread(s) each; "
+          f"torch {torch.__version__}, {_set_blas_threads(threads)}")
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "maskrcnn_resnet50_fpn_random.pth")
+        torch.save(torchvision_resnet50_fpn(FINETUNE_CLASSES, 3).state_dict(), path)
+        images, targets = _finetune_batch()
+        fns = _finetune_sides(path, images, targets)
+        wall, cpu = _interleaved_best(fns, repeat, block=1)
+        del fns
+        report("train step, 2 images 512x512, conv1+layer1 frozen", wall["ours"], wall["torch"])
+        print(f"{'  (process CPU time, all threads)':<48s} ours {cpu['ours'] * 1e3:9.2f} ms   "
+              f"torch {cpu['torch'] * 1e3:9.2f} ms   ours/torch {cpu['ours'] / cpu['torch']:6.2f}x")
+        mem = {side: _finetune_memory(side, path, threads) for side in ("ours", "torch")}
+    mib = 2.0 ** 20
+    for side, m in mem.items():
+        print(f"peak memory of one step, {side:<5s}: {m['peak'] / mib:8.0f} MiB resident at the peak, "
+              f"{(m['peak'] - m['before']) / mib:8.0f} MiB above the {m['before'] / mib:.0f} MiB "
+              "before the step")
+    ratio = (mem["ours"]["peak"] - mem["ours"]["before"]) / (mem["torch"]["peak"] - mem["torch"]["before"])
+    print(f"step memory ours/torch {ratio:.2f}x (above the resident set before the step)")
+
+
+TARGETS["finetune"] = bench_finetune
+
+
 def main(target: str, threads: int = 2, repeat: int = 5) -> int:
     if target not in TARGETS:
         raise SystemExit(f"bench target {target!r} is not available yet (known: {sorted(TARGETS)})")

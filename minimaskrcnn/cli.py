@@ -123,7 +123,27 @@ def _train(args) -> int:
     preset = args.preset or ("folder" if args.dataset else "shapes")
     creatable_folder(args.out, "--out")  # created by train() once the data has passed its checks
     overrides = _parse_set(args.set, "FIELD=VALUE (e.g. mask.loss=softmax)")
-    model_config = with_overrides(get_preset(preset), **overrides)
+    model = None
+    if args.init_torchvision:
+        # Fine-tuning: torchvision's resnet50_fpn weights, new predictors for the data's classes (a
+        # factory: train() calls it with the class count and names once it has read the data).
+        from minimaskrcnn.weights import load_torchvision_weights
+
+        if args.resume or args.single_level is not None:
+            raise UserError("--init-torchvision starts a new run from torchvision's architecture: "
+                            "not with --resume (which rebuilds the model from the checkpoint) or "
+                            "--single-level")
+        path = args.init_torchvision
+
+        def model(num_classes, class_names):
+            return load_torchvision_weights(
+                path, num_classes=num_classes, class_names=class_names,
+                trainable_backbone_layers=args.trainable_backbone_layers,
+                rng=np.random.default_rng(args.seed or 0), **overrides)
+
+        model_config = None
+    else:
+        model_config = with_overrides(get_preset(preset), **overrides)
     if args.single_level is not None:
         model_config = single_level(model_config, args.single_level)
     if args.dataset is None and (args.val_dataset or args.scale_jitter):
@@ -159,7 +179,7 @@ def _train(args) -> int:
             given["steps"] = 10**7 if args.minutes is not None else TrainConfig.steps
         given.setdefault("val_every", 200 if args.dataset else 0)
         cfg = TrainConfig(preset=preset, out=args.out, **given)
-    out = train(cfg, model_config, resume=args.resume)
+    out = train(cfg, model_config, resume=args.resume, model=model)
     minutes = out["seconds"] / 60
     print(f"trained {out['step']} steps in {minutes:.1f} min; model saved to {args.out}/model.npz")
     return 0
@@ -299,6 +319,32 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from minimaskrcnn.weights import export_reference_checkpoint, export_torchvision, load_model
+
+    if not (args.torchvision or args.reference_resume):
+        raise UserError("give --torchvision OUT.pth and/or --reference-resume OUT.pth")
+    try:
+        model = load_model(args.checkpoint)
+        if args.torchvision:
+            info = export_torchvision(model, args.torchvision)
+            print(f"wrote {info['path']}: torchvision maskrcnn_resnet50_fpn state_dict, {info['keys']} "
+                  f"tensors, num_classes={info['num_classes']}")
+        if args.reference_resume:
+            info = export_reference_checkpoint(model, args.reference_resume, lr=args.lr,
+                                               momentum=args.momentum, weight_decay=args.weight_decay,
+                                               lr_steps=args.lr_steps, lr_gamma=args.lr_gamma)
+            print(f"wrote {info['path']}: for torchvision's references/detection/train.py --resume "
+                  f"(SGD over {info['trainable']} trainable tensors, lr {args.lr}, lr steps "
+                  f"{' '.join(map(str, args.lr_steps))}, epoch 0 next); run it with --weights-backbone "
+                  f"ResNet50_Weights.IMAGENET1K_V1 --trainable-backbone-layers "
+                  f"{info['trainable_backbone_layers']}, without --amp")
+    except (OSError, ValueError, ImportError) as exc:
+        print(f"minimaskrcnn export: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _vos(args) -> int:
     from minimaskrcnn._checks import writable_file, writable_folder
     from minimaskrcnn.video import benchmark
@@ -380,6 +426,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "--set roi_heads.pooler=pool (repeatable; the paper's ablations)")
     p.add_argument("--single-level", type=int, choices=[16, 32], default=None,
                    help="no FPN: the heads read one map of this stride (C4 = 16, C5 = 32)")
+    p.add_argument("--init-torchvision", metavar="FILE", default=None,
+                   help="fine-tune torchvision's maskrcnn_resnet50_fpn weights (a .pth you downloaded, "
+                   "e.g. maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth): new box and mask predictors for the "
+                   "data's classes; --set then takes torchvision's arguments (e.g. --set min_size=512)")
+    p.add_argument("--trainable-backbone-layers", type=int, choices=range(6), default=3, metavar="N",
+                   help="with --init-torchvision: how many of layer4..layer1, conv1 train (torchvision's "
+                   "trainable_backbone_layers, default 3: conv1 and layer1 frozen)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser(
@@ -421,15 +474,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser(
+        "export",
+        help="write a resnet50_fpn model as a torchvision state_dict (.pth), to train on on many GPUs",
+        description="Write a model of the resnet50_fpn architecture (e.g. fine-tuned with `train "
+        "--init-torchvision`) as a state_dict that torchvision.models.detection.maskrcnn_resnet50_fpn("
+        "weights=None, weights_backbone=None, num_classes=K) loads with strict=True, or as the "
+        "training state torchvision's detection reference script resumes from. Needs torch.",
+    )
+    p.add_argument("--checkpoint", required=True, help="model file written by `minimaskrcnn train`")
+    p.add_argument("--torchvision", metavar="OUT.pth", help="where to write the state_dict")
+    p.add_argument("--reference-resume", metavar="OUT.pth",
+                   help="also/instead write the training state that torchvision's detection reference "
+                   "script (references/detection/train.py) restores with --resume: model, a fresh SGD "
+                   "and MultiStepLR state with the values below (they replace the script's --lr and "
+                   "--lr-steps), epoch 0 next")
+    p.add_argument("--lr", type=float, default=0.02, help="with --reference-resume: SGD lr (default "
+                   "0.02, the script's: 8 GPUs x 2 images)")
+    p.add_argument("--momentum", type=float, default=0.9, help="with --reference-resume (default 0.9)")
+    p.add_argument("--weight-decay", type=float, default=1e-4,
+                   help="with --reference-resume (default 1e-4)")
+    p.add_argument("--lr-steps", type=int, nargs="+", default=[16, 22],
+                   help="with --reference-resume: MultiStepLR milestones in epochs (default 16 22)")
+    p.add_argument("--lr-gamma", type=float, default=0.1, help="with --reference-resume (default 0.1)")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser(
         "bench",
         help="time our kernels against torch/torchvision in the same run and print ratios",
         description="Time a group of our kernels against the reference implementation measured in "
         "the same process with the same number of threads; prints times and ratios (ours / theirs). "
         "Needs torch and torchvision installed (the [test] extra).",
     )
-    p.add_argument("target", choices=["conv", "ops", "train", "resnet50"],
+    p.add_argument("target", choices=["conv", "ops", "train", "resnet50", "finetune"],
                    help="conv: conv2d forward+backward; ops: roi_align/roi_pool/nms; train: one "
-                   "training step of the tiny model; resnet50: inference at torchvision's preset")
+                   "training step of the tiny model; resnet50: inference at torchvision's preset; "
+                   "finetune: one R50-FPN training step at 512 px with conv1+layer1 frozen, time and "
+                   "peak memory")
     p.add_argument("--threads", type=positive_int, default=2, help="threads for both sides (default 2)")
     p.add_argument("--repeat", type=positive_int, default=5,
                    help="timed repetitions, best is kept (default 5)")

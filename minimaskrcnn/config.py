@@ -70,6 +70,11 @@ class BackboneConfig:
     extra_max_pool: bool = True
     # fpn=False: the heads read one map, layer3's output (stride 16, "C4") or layer4's (stride 32, "C5").
     single_level_stride: int = 16
+    # torchvision's ``trainable_backbone_layers``: how many of the body's layer4, layer3, layer2,
+    # layer1, conv1 (counted from the top) train; the body's other parameters are frozen. 5 trains
+    # all (training from scratch); fine-tuning pretrained weights uses 3, torchvision's default: the
+    # stem and layer1 learn generic edges and colours, and freezing them saves their backward pass.
+    trainable_layers: int = 5
 
 
 @dataclass
@@ -189,6 +194,8 @@ class MaskRCNNConfig:
             raise ValueError(f"backbone.arch must be 'resnet50' or 'small', got {b.arch!r}")
         if b.norm not in ("frozen_bn", "group"):
             raise ValueError(f"backbone.norm must be 'frozen_bn' or 'group', got {b.norm!r}")
+        if isinstance(b.trainable_layers, bool) or b.trainable_layers not in range(6):
+            raise ValueError(f"backbone.trainable_layers must be an int in 0..5, got {b.trainable_layers!r}")
         if len(b.stage_channels) != 4:
             raise ValueError(f"backbone.stage_channels must have 4 entries, got {b.stage_channels}")
         if not b.fpn and b.single_level_stride not in (16, 32):

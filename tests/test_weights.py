@@ -164,11 +164,13 @@ def test_torch_saved_body_loads_by_name(tmp_path, torch):
         np.testing.assert_array_equal(model.state_dict()[k], v.numpy())
 
 
-def test_load_torchvision_weights_checks_num_classes_before_building(tmp_path, torch):
+def test_load_torchvision_weights_checks_arguments_before_building(tmp_path, torch):
     path = tmp_path / "head.pth"
     torch.save({"roi_heads.box_predictor.cls_score.weight": torch.zeros(5, 1024)}, path)
-    with pytest.raises(ValueError, match="num_classes=91 but .* has 5 classes"):
-        load_torchvision_weights(path, num_classes=91)
+    with pytest.raises(ValueError, match="num_classes must be an int >= 2"):
+        load_torchvision_weights(path, num_classes=1)
+    with pytest.raises(ValueError, match="trainable_backbone_layers must be an int in 0..5"):
+        load_torchvision_weights(path, trainable_backbone_layers=True)
     with pytest.raises(ValueError, match="unknown torchvision argument"):
         load_torchvision_weights(path, box_thresh=0.5)
     with pytest.raises(FileNotFoundError):

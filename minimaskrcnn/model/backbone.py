@@ -30,7 +30,7 @@ from minimaskrcnn.model.fpn import FeaturePyramidNetwork
 from minimaskrcnn.model.resnet import ResNet, _norm, kaiming_normal_fan_out
 from minimaskrcnn.nn.layers import Conv2d, Module, ReLU, Sequential
 
-__all__ = ["Backbone", "BasicBlock", "SmallResNet", "ResNet", "kaiming_normal_fan_out"]
+__all__ = ["Backbone", "BasicBlock", "SmallResNet", "ResNet", "freeze_body", "kaiming_normal_fan_out"]
 
 
 class BasicBlock(Module):
@@ -108,6 +108,23 @@ class SmallResNet(Module):
         return self.conv1.backward(self.bn1.backward(self.relu.backward(d)))
 
 
+# The body's parts that ``trainable_layers`` counts, from the top (torchvision's _resnet_fpn_extractor).
+TRAINABLE_LAYERS_TOP_DOWN = ("layer4", "layer3", "layer2", "layer1", "conv1")
+
+
+def freeze_body(body: Module, trainable_layers: int) -> None:
+    """torchvision's ``trainable_backbone_layers`` rule: a body parameter trains iff its name starts
+    with one of the first ``trainable_layers`` of (layer4, layer3, layer2, layer1, conv1), plus bn1
+    when all 5 train; every other body parameter gets ``requires_grad=False``. With FrozenBatchNorm the
+    norms hold buffers only, so only convolutions are concerned. Example, trainable_layers=3:
+    ``layer2.0.conv1.weight`` trains, ``layer1.2.conv3.weight`` and ``conv1.weight`` are frozen."""
+    if isinstance(trainable_layers, bool) or trainable_layers not in range(6):
+        raise ValueError(f"trainable_layers must be an int in 0..5, got {trainable_layers!r}")
+    train = list(TRAINABLE_LAYERS_TOP_DOWN[:trainable_layers]) + (["bn1"] if trainable_layers == 5 else [])
+    for name, p in body.named_parameters():
+        p.requires_grad_(any(name.startswith(t) for t in train))
+
+
 class Backbone(Module):
     """``body`` (+ ``fpn``). ``forward(x (N,3,H,W)) -> list of feature maps``:
 
@@ -125,6 +142,7 @@ class Backbone(Module):
         else:
             names = ["layer3" if cfg.single_level_stride == 16 else "layer4"]
         self.body = SmallResNet(cfg, names, rng) if cfg.arch == "small" else ResNet(cfg, names, rng)
+        freeze_body(self.body, cfg.trainable_layers)
         self.use_fpn = cfg.fpn
         if cfg.fpn:
             self.fpn = FeaturePyramidNetwork(list(cfg.stage_channels), cfg.fpn_channels,

@@ -30,6 +30,8 @@ only the convolutions receive gradients.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from minimaskrcnn.config import BackboneConfig
@@ -92,13 +94,18 @@ class Bottleneck(Module):
         identity = self.downsample(x) if self.has_downsample else x
         return self.relu3(out + identity)
 
-    def backward(self, dout):
+    def backward(self, dout, input_grad: bool = True):
+        """d(x), or None with ``input_grad=False`` (the block's input comes from a frozen layer: only
+        the parameter gradients are wanted, so conv1 and the downsample conv skip their dx)."""
         d = self.relu3.backward(dout)  # flows into both branches of the sum
-        dx_short = self.downsample.backward(d) if self.has_downsample else d
+        if self.has_downsample:
+            dx_short = self.downsample[0].backward(self.downsample[1].backward(d), input_grad=input_grad)
+        else:
+            dx_short = d
         d = self.conv3.backward(self.bn3.backward(d))
         d = self.conv2.backward(self.bn2.backward(self.relu2.backward(d)))
-        dx = self.conv1.backward(self.bn1.backward(self.relu1.backward(d)))
-        return dx + dx_short
+        dx = self.conv1.backward(self.bn1.backward(self.relu1.backward(d)), input_grad=input_grad)
+        return dx + dx_short if input_grad else None
 
 
 class ResNet(Module):
@@ -114,6 +121,12 @@ class ResNet(Module):
     layer1..layer4 order): C2 (N, 256, H/4, W/4), C3 (N, 512, H/8), C4 (N, 1024, H/16), C5 (N, 2048,
     H/32) — each size rounded up as explained in the module docstring.
     ``backward(douts)``: one gradient per returned map (None for none); returns d(x).
+
+    Frozen parameters (``requires_grad=False``, see ``backbone.freeze_body``): when the stem and the
+    first k layers are entirely frozen (torchvision's trainable_backbone_layers = 4 − k), nothing below
+    layer k+1 needs a gradient. As torch's autograd, the forward then runs that prefix without storing
+    caches (less memory), and the backward stops at layer k+1, whose first block computes only its
+    weight gradients (no dx); ``backward`` then returns None instead of d(x).
     """
 
     def __init__(self, cfg: BackboneConfig, return_layers: list[str], rng: np.random.Generator,
@@ -145,11 +158,30 @@ class ResNet(Module):
         self.num_stages = last
         self.return_layers = [n for n in known if n in return_layers]
 
+    def frozen_prefix(self) -> int:
+        """k: the stem and layer1..layer_k have no trainable parameter (−1 when the stem trains)."""
+        stages = [(self.conv1, self.bn1)] + [(getattr(self, f"layer{i}"),) for i in
+                                             range(1, self.num_stages + 1)]
+        k = -1
+        for mods in stages:
+            if any(p.requires_grad for m in mods for p in m.parameters()):
+                break
+            k += 1
+        return k
+
     def forward(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        k = self.frozen_prefix()
+        self._push(k)
+        with contextlib.ExitStack() as frozen:
+            if k >= 0:  # a frozen stem: its output needs no gradient, so it keeps no caches
+                for m in (self.conv1, self.bn1, self.relu, self.maxpool):
+                    frozen.enter_context(m.no_grad())
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         outs = []
         for i in range(1, self.num_stages + 1):
-            x = getattr(self, f"layer{i}")(x)
+            layer = getattr(self, f"layer{i}")
+            with layer.no_grad() if i <= k else contextlib.nullcontext():
+                x = layer(x)
             if f"layer{i}" in self.return_layers:
                 outs.append(x)
         return outs
@@ -159,14 +191,26 @@ class ResNet(Module):
         if len(douts) != len(self.return_layers):
             raise ValueError(f"backward needs {len(self.return_layers)} gradients (one per returned map), "
                              f"got {len(douts)}")
+        k = self._pop()
         grads = dict(zip(self.return_layers, douts))
         d = None
-        for i in range(self.num_stages, 0, -1):
+        for i in range(self.num_stages, max(k, 0), -1):
             g = grads.get(f"layer{i}")
             if g is not None:
                 d = g if d is None else d + g
-            if d is not None:
-                d = getattr(self, f"layer{i}").backward(d)
+            if d is None:
+                continue
+            layer = getattr(self, f"layer{i}")
+            if i > k + 1:
+                d = layer.backward(d)
+                continue
+            # layer k+1 sits on the frozen prefix: its input needs no gradient
+            blocks = list(layer)
+            for j in range(len(blocks) - 1, -1, -1):
+                d = blocks[j].backward(d, input_grad=j > 0)
+            return None
+        if k >= 0:  # everything trainable is above the frozen prefix (or nothing trains at all)
+            return None
         if d is None:
             raise ValueError("backward got no gradient at all (every entry of douts is None)")
         return self.conv1.backward(self.bn1.backward(self.relu.backward(self.maxpool.backward(d))))

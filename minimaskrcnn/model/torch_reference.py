@@ -112,18 +112,58 @@ def build_torch_maskrcnn(cfg, image_size: int, dtype: str = "float64"):
         mask_predictor=MaskRCNNPredictor(m.layers[-1], m.layers[-1], cfg.num_classes),
     )
     model = model.to(getattr(torch, dtype))
-    # torchvision makes the RPN's objectness labels float32 whatever the model's dtype, and
-    # BCE-with-logits of a float64 input against a float32 target returns a float32 loss: its
-    # objectness loss and every gradient upstream of it would carry float32 rounding (~1e-7).
-    # Cast the labels to float64 so the reference is float64 throughout (values 0/1 are exact).
+    rpn_labels_in_model_dtype(model)
+    return model
+
+
+def rpn_labels_in_model_dtype(model) -> None:
+    """Patch ``model.rpn`` so its objectness labels take the model's dtype.
+
+    torchvision makes the RPN's objectness labels float32 whatever the model's dtype, and
+    BCE-with-logits of a float64 input against a float32 target returns a float32 loss: its
+    objectness loss and every gradient upstream of it would carry float32 rounding (~1e-7).
+    Cast the labels so a float64 reference is float64 throughout (values 0/1 are exact)."""
     assign = model.rpn.assign_targets_to_anchors
 
-    def assign_float64(anchors, targets):
+    def assign_in_dtype(anchors, targets):
         labels, matched = assign(anchors, targets)
         return [lab.to(model.rpn.head.cls_logits.weight.dtype) for lab in labels], matched
 
-    model.rpn.assign_targets_to_anchors = assign_float64
-    return model
+    model.rpn.assign_targets_to_anchors = assign_in_dtype
+
+
+def torchvision_resnet50_fpn(num_classes: int = 91, trainable_layers: int = 3, **kwargs):
+    """torchvision's ``maskrcnn_resnet50_fpn`` exactly as it is built for pretrained weights
+    (FrozenBatchNorm2d in the body, ``trainable_backbone_layers`` applied), without downloading
+    anything: ``MaskRCNN(_resnet_fpn_extractor(resnet50(norm_layer=FrozenBatchNorm2d), t), ...)``.
+    ``kwargs``: MaskRCNN's keyword arguments (``min_size``, ``rpn_batch_size_per_image`` ...)."""
+    import torchvision
+    from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    body = torchvision.models.resnet50(weights=None, norm_layer=FrozenBatchNorm2d)
+    return MaskRCNN(_resnet_fpn_extractor(body, trainable_layers), num_classes=num_classes, **kwargs)
+
+
+def replace_predictors(tv_model, ours) -> None:
+    """torchvision's fine-tuning tutorial on ``tv_model``: new ``FastRCNNPredictor`` and
+    ``MaskRCNNPredictor`` for ``ours``' class count, holding ``ours``' predictor weights."""
+    import torch
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+    from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+
+    k = ours.config.num_classes
+    rh = tv_model.roi_heads
+    dtype = rh.box_predictor.cls_score.weight.dtype
+    rh.box_predictor = FastRCNNPredictor(rh.box_predictor.cls_score.in_features, k).to(dtype)
+    rh.mask_predictor = MaskRCNNPredictor(rh.mask_predictor.conv5_mask.in_channels,
+                                          rh.mask_predictor.conv5_mask.out_channels, k).to(dtype)
+    for name in ("box_predictor", "mask_predictor"):
+        prefix = f"roi_heads.{name}."
+        sd = {key[len(prefix):]: torch.from_numpy(v.copy()).to(dtype)
+              for key, v in ours.state_dict().items() if key.startswith(prefix)}
+        getattr(rh, name).load_state_dict(sd, strict=True)
 
 
 def copy_weights(ours, theirs) -> None:

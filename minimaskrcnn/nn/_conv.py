@@ -109,12 +109,15 @@ def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, *, method: str = "i
     return out, (x, w, b is not None, geometry, method)
 
 
-def conv2d_backward(dout, cache):
+def conv2d_backward(dout, cache, *, need_dx: bool = True, need_dw: bool = True):
     """Gradients of conv2d.
 
     Inputs
     - dout: (N, C_out, H', W') upstream gradient.
     - cache: from ``conv2d_forward``.
+    - need_dx, need_dw: False skips that gradient (returned as None) and its work: a frozen filter
+      needs no dW (no im2col rebuild, no dW product); the first trainable layer above a frozen
+      prefix needs no dx. Fine-tuning a ResNet-50 with torchvision's frozen stem uses both.
 
     Returns (dx, dw, db): (N, C_in, H, W), (C_out, C_in, kH, kW), (C_out,) — db is None when the
     forward had no bias. With cols the im2col matrix and W the filters as a (C_out, C_in·kH·kW)
@@ -128,10 +131,11 @@ def conv2d_backward(dout, cache):
     if dout.shape != (n_batch, c_out, hout, wout):
         raise ValueError(f"dout must have shape {(n_batch, c_out, hout, wout)}, got {dout.shape}")
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
-    if method == "naive":
+    if method == "naive":  # the reference computes both; the flags only drop what is not wanted
         dx, dw = _conv2d_naive_backward(dout, x, w, geometry)
-    else:
-        dx, dw = _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=method == "im2col")
+        return (dx if need_dx else None), (dw if need_dw else None), db
+    dx, dw = _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=method == "im2col",
+                                     need_dx=need_dx, need_dw=need_dw)
     return dx, dw, db
 
 
@@ -238,7 +242,7 @@ def _conv2d_im2col_forward(x, w, b, geometry, shortcuts=True):
     return out.reshape(n_batch, c_out, hout, wout)
 
 
-def _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=True):
+def _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=True, need_dx=True, need_dw=True):
     sh, sw, ph, pw, dh, dw, hout, wout = geometry
     n_batch, c_in, height, width = x.shape
     c_out, _, kh, kw = w.shape
@@ -246,19 +250,26 @@ def _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=True):
     w2 = w.reshape(c_out, c_in * kh * kw)
     dout3 = np.ascontiguousarray(dout).reshape(n_batch, c_out, length)
     if shortcuts and _is_pointwise(w, geometry):
-        xs = np.ascontiguousarray(x[:, :, ::sh, ::sw]).reshape(n_batch, c_in, length)
-        dw2 = np.zeros_like(w2)
-        for n in range(n_batch):  # dW = Σ_n dout[n] · x[n]ᵀ
-            dw2 += dout3[n] @ xs[n].T
-        dxs = np.matmul(w2.T, dout3).reshape(n_batch, c_in, hout, wout)
-        if sh == 1 and sw == 1:
-            return dxs, dw2.reshape(w.shape)
-        dx = np.zeros_like(x)  # pixels skipped by the stride get no gradient
-        dx[:, :, ::sh, ::sw] = dxs
-        return dx, dw2.reshape(w.shape)
+        dw_out = dx = None
+        if need_dw:
+            xs = np.ascontiguousarray(x[:, :, ::sh, ::sw]).reshape(n_batch, c_in, length)
+            dw2 = np.zeros_like(w2)
+            for n in range(n_batch):  # dW = Σ_n dout[n] · x[n]ᵀ
+                dw2 += dout3[n] @ xs[n].T
+            dw_out = dw2.reshape(w.shape)
+        if need_dx:
+            dxs = np.matmul(w2.T, dout3).reshape(n_batch, c_in, hout, wout)
+            if sh == 1 and sw == 1:
+                dx = dxs
+            else:
+                dx = np.zeros_like(x)  # pixels skipped by the stride get no gradient
+                dx[:, :, ::sh, ::sw] = dxs
+        return dx, dw_out
     x = np.ascontiguousarray(x)
     dx_by_conv = shortcuts and sh == 1 and sw == 1 and ph <= dh * (kh - 1) and pw <= dw * (kw - 1)
-    if dx_by_conv:
+    if not need_dx:
+        dx = None
+    elif dx_by_conv:
         # stride 1: dx is a "full" convolution of dout with the flipped filters, channels swapped:
         # dx[n, c, y, x] = Σ_{o,i,j} dout_pad[n, o, y + i·d, x + j·d] · w[o, c, kH−1−i, kW−1−j],
         # padded by d·(k − 1) − pad. Same FLOPs as col2im, but an im2col copy instead of a scatter.
@@ -267,6 +278,9 @@ def _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=True):
         dx = _conv2d_im2col_forward(dout3.reshape(dout.shape), w_flip, None, geometry_dx)
     else:
         dx = np.empty_like(x)
+    scatter_dx = need_dx and not dx_by_conv
+    if not (need_dw or scatter_dx):
+        return dx, None
     dw2t = np.zeros((w2.shape[1], c_out), dtype=x.dtype)  # dWᵀ: BLAS is faster in this orientation
     for n0, n1 in _chunks(n_batch, length):
         # 1. dout of the chunk in the column layout (C_out, n·L), matching the forward's product.
@@ -276,18 +290,20 @@ def _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=True):
             d2 = _workspace("dout", (c_out, n1 - n0, length), x.dtype)
             _k.nchw_to_cnl(dout3[n0:n1], d2)
             d2 = d2.reshape(c_out, -1)
-        # 2. Rebuild the forward's columns (not kept in the cache, see conv2d_forward).
-        cols = _workspace("cols", (c_in * kh * kw, n1 - n0, length), x.dtype)
-        _k.im2col(x[n0:n1], cols, kh, kw, sh, sw, ph, pw, dh, dw, hout, wout)
-        # 3. dW += dout · colsᵀ (computed as its transpose cols · doutᵀ) and dcols = Wᵀ · dout.
-        dw2t += cols.reshape(cols.shape[0], -1) @ d2.T
-        if dx_by_conv:
+        cols_shape = (c_in * kh * kw, n1 - n0, length)
+        if need_dw:
+            # 2. Rebuild the forward's columns (not kept in the cache, see conv2d_forward).
+            cols = _workspace("cols", cols_shape, x.dtype)
+            _k.im2col(x[n0:n1], cols, kh, kw, sh, sw, ph, pw, dh, dw, hout, wout)
+            # 3. dW += dout · colsᵀ (computed as its transpose cols · doutᵀ).
+            dw2t += cols.reshape(cols.shape[0], -1) @ d2.T
+        if not scatter_dx:
             continue
-        dcols = _workspace("dcols", cols.shape, x.dtype)
-        np.matmul(w2.T, d2, out=dcols.reshape(cols.shape[0], -1))
-        # 4. Columns → image: add each entry back where im2col read it.
+        # 4. dcols = Wᵀ · dout, then columns → image: add each entry back where im2col read it.
+        dcols = _workspace("dcols", cols_shape, x.dtype)
+        np.matmul(w2.T, d2, out=dcols.reshape(cols_shape[0], -1))
         _k.col2im(dcols, dx[n0:n1], kh, kw, sh, sw, ph, pw, dh, dw, hout, wout)
-    return dx, np.ascontiguousarray(dw2t.T).reshape(w.shape)
+    return dx, (np.ascontiguousarray(dw2t.T).reshape(w.shape) if need_dw else None)
 
 
 # --------------------------------------------------------------------------------------------------

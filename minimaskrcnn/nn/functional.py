@@ -67,15 +67,16 @@ def linear_forward(x, w, b):
     return out, (x, w, b is not None)
 
 
-def linear_backward(dout, cache):
+def linear_backward(dout, cache, *, need_dw: bool = True):
     """Inputs: dout (N, out_features), cache. Returns (dx, dw, db): dx = dout·w (N, in),
-    dw = doutᵀ·x (out, in), db = Σ_n dout (out,) or None."""
+    dw = doutᵀ·x (out, in), db = Σ_n dout (out,) or None. ``need_dw=False`` (a frozen weight)
+    skips the dW product and returns dw = None."""
     x, w, has_bias = cache
     dout = float_array(dout, "dout", ndim=2)
     _same_dtype(dout, "dout", x)
     if dout.shape != (x.shape[0], w.shape[0]):
         raise ValueError(f"dout must have shape {(x.shape[0], w.shape[0])}, got {dout.shape}")
-    return dout @ w, dout.T @ x, (dout.sum(axis=0) if has_bias else None)
+    return dout @ w, (dout.T @ x if need_dw else None), (dout.sum(axis=0) if has_bias else None)
 
 
 def relu_forward(x):

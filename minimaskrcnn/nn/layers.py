@@ -39,14 +39,29 @@ LoadResult = namedtuple("LoadResult", ["missing_keys", "unexpected_keys"])
 class Parameter:
     """A trainable array ``data`` with its gradient ``grad`` (same shape and dtype, zeros at first).
 
-    Backward passes *add* into ``grad``; ``zero_grad()`` (or the optimiser's) resets it."""
+    Backward passes *add* into ``grad``; ``zero_grad()`` (or the optimiser's) resets it.
 
-    __slots__ = ("data", "grad")
+    ``requires_grad`` (True by default) is torch's flag: a frozen parameter (``requires_grad=False``,
+    e.g. the stem and layer1 of a fine-tuned ResNet-50) gets no gradient — layers skip its dW work and
+    leave ``grad`` at zero — and the optimisers skip it, so it never moves (not even by weight decay).
+    Layers still pass the gradient of their *input* through a frozen weight when something below
+    needs it."""
 
-    def __init__(self, data):
+    __slots__ = ("data", "grad", "requires_grad")
+
+    def __init__(self, data, requires_grad: bool = True):
         data = float_array(data, "data")
         self.data = data
         self.grad = np.zeros_like(data)
+        self.requires_grad = bool(requires_grad)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Parameter:
+        """Set ``requires_grad`` in place (as torch's ``Tensor.requires_grad_``); freezing resets
+        ``grad`` to zero. Returns self."""
+        self.requires_grad = bool(requires_grad)
+        if not self.requires_grad:
+            self.grad.fill(0)
+        return self
 
     @property
     def shape(self) -> tuple:
@@ -60,7 +75,8 @@ class Parameter:
         self.grad.fill(0)
 
     def __repr__(self) -> str:
-        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+        frozen = "" if self.requires_grad else ", requires_grad=False"
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype}{frozen})"
 
 
 class Module:
@@ -229,6 +245,18 @@ class Module:
         for p in self.parameters():
             p.grad.fill(0)
 
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
+        """Freeze (False) or unfreeze (True) every parameter of this module and its descendants, as
+        torch's ``Module.requires_grad_``. Returns self."""
+        for p in self.parameters():
+            p.requires_grad_(requires_grad)
+        return self
+
+    def trainable_parameters(self) -> list:
+        """The parameters with ``requires_grad`` (what an optimiser should get), in ``parameters()``
+        order — torch's ``[p for p in model.parameters() if p.requires_grad]``."""
+        return [p for p in self.parameters() if p.requires_grad]
+
     def astype(self, dtype) -> Module:
         """Cast every parameter (gradients reset to 0) and floating buffer to ``dtype`` (float32 or
         float64), in place; drops stored caches. Returns self."""
@@ -360,10 +388,14 @@ class Conv2d(Module):
         self._push(cache)
         return out
 
-    def backward(self, dout):
-        dx, dw, db = F.conv2d_backward(dout, self._pop())
-        self.weight.grad += dw
-        if self.bias is not None:
+    def backward(self, dout, input_grad: bool = True):
+        """Returns dL/dx, or None when ``input_grad=False`` (the caller needs no gradient of the input:
+        the first trainable layer above a frozen prefix); a frozen weight's dW is not computed."""
+        need_dw = self.weight.requires_grad
+        dx, dw, db = F.conv2d_backward(dout, self._pop(), need_dx=input_grad, need_dw=need_dw)
+        if need_dw:
+            self.weight.grad += dw
+        if self.bias is not None and self.bias.requires_grad:
             self.bias.grad += db
         return dx
 
@@ -405,8 +437,9 @@ class ConvTranspose2d(Module):
 
     def backward(self, dout):
         dx, dw, db = F.conv_transpose2d_backward(dout, self._pop())
-        self.weight.grad += dw
-        if self.bias is not None:
+        if self.weight.requires_grad:
+            self.weight.grad += dw
+        if self.bias is not None and self.bias.requires_grad:
             self.bias.grad += db
         return dx
 
@@ -435,9 +468,11 @@ class Linear(Module):
         return out
 
     def backward(self, dout):
-        dx, dw, db = F.linear_backward(dout, self._pop())
-        self.weight.grad += dw
-        if self.bias is not None:
+        need_dw = self.weight.requires_grad
+        dx, dw, db = F.linear_backward(dout, self._pop(), need_dw=need_dw)
+        if need_dw:
+            self.weight.grad += dw
+        if self.bias is not None and self.bias.requires_grad:
             self.bias.grad += db
         return dx
 
@@ -469,8 +504,10 @@ class GroupNorm(Module):
 
     def backward(self, dout):
         dx, dgamma, dbeta = F.group_norm_backward(dout, self._pop())
-        self.weight.grad += dgamma
-        self.bias.grad += dbeta
+        if self.weight.requires_grad:
+            self.weight.grad += dgamma
+        if self.bias.requires_grad:
+            self.bias.grad += dbeta
         return dx
 
     def extra_repr(self):

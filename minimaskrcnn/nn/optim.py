@@ -37,7 +37,8 @@ class SGD:
     weight_decay : L2 penalty, added to the gradient: ``g ← g + weight_decay·θ``.
     nesterov : use ``g + momentum·v`` instead of ``v`` (needs momentum > 0 and dampening = 0).
 
-    One step, per parameter θ with gradient g:
+    One step, per parameter θ with gradient g (a frozen parameter, ``requires_grad=False``, is
+    skipped, as torch skips a parameter without a gradient: it never moves, not even by weight decay):
         1. g ← g + weight_decay·θ                         (if weight_decay ≠ 0)
         2. v ← g on the first step, else momentum·v + (1 − dampening)·g   (if momentum ≠ 0)
            g ← g + momentum·v if nesterov else v
@@ -72,6 +73,8 @@ class SGD:
     def step(self) -> None:
         """Apply one update to every parameter, in place."""
         for i, p in enumerate(self.params):
+            if not getattr(p, "requires_grad", True):
+                continue
             g = p.grad
             if self.weight_decay != 0:
                 g = g + self.weight_decay * p.data

@@ -83,7 +83,7 @@ def test_train_cli_switches(tmp_path, monkeypatch):
 
     seen = {}
 
-    def fake_train(cfg, model_config=None, resume=False):
+    def fake_train(cfg, model_config=None, resume=False, model=None):
         seen["cfg"], seen["model"] = cfg, model_config
         return {"step": 0, "seconds": 0.0}
 
