@@ -369,15 +369,15 @@ def test_cli_resume_keeps_the_runs_own_settings(tmp_path, monkeypatch):
     cfg = _cfg(tmp_path, steps=2)
     train(cfg, _model_cfg())
     seen = {}
-    def fake_train(c, m=None, resume=False):
-        seen.update(cfg=c, model=m, resume=resume)
+    def fake_train(c, m=None, resume=False, model=None):
+        seen.update(cfg=c, model=m, resume=resume, built=model)
         return {"step": 0, "seconds": 0.0}
 
     monkeypatch.setattr(T, "train", fake_train)
     assert main(["train", "--resume", "--out", cfg.out, "--checkpoint-every", "1"]) == 0
     import dataclasses
 
-    assert seen["resume"] and seen["model"] is None
+    assert seen["resume"] and seen["model"] is None and seen["built"] is None
     assert seen["cfg"] == dataclasses.replace(cfg, checkpoint_every=1)
 
 
