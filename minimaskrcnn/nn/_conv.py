@@ -247,9 +247,16 @@ def _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=True):
     dout3 = np.ascontiguousarray(dout).reshape(n_batch, c_out, length)
     if shortcuts and _is_pointwise(w, geometry):
         xs = np.ascontiguousarray(x[:, :, ::sh, ::sw]).reshape(n_batch, c_in, length)
-        dw2 = np.zeros_like(w2)
-        for n in range(n_batch):  # dW = Σ_n dout[n] · x[n]ᵀ
-            dw2 += dout3[n] @ xs[n].T
+        # dW = Σ_n dout[n] · x[n]ᵀ, accumulated in place (the first product written straight into
+        # dW, the others into one reused buffer: no temporary per image).
+        dw2 = np.zeros_like(w2)  # stays 0 for an empty batch
+        if n_batch > 0:
+            np.matmul(dout3[0], xs[0].T, out=dw2)
+        if n_batch > 1:
+            term = _workspace("dw", w2.shape, x.dtype)
+            for n in range(1, n_batch):
+                np.matmul(dout3[n], xs[n].T, out=term)
+                dw2 += term
         dxs = np.matmul(w2.T, dout3).reshape(n_batch, c_in, hout, wout)
         if sh == 1 and sw == 1:
             return dxs, dw2.reshape(w.shape)
@@ -267,8 +274,9 @@ def _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=True):
         dx = _conv2d_im2col_forward(dout3.reshape(dout.shape), w_flip, None, geometry_dx)
     else:
         dx = np.empty_like(x)
-    dw2t = np.zeros((w2.shape[1], c_out), dtype=x.dtype)  # dWᵀ: BLAS is faster in this orientation
-    for n0, n1 in _chunks(n_batch, length):
+    # dWᵀ (BLAS is faster in this orientation); overwritten by the first chunk, 0 for an empty batch
+    dw2t = (np.empty if n_batch > 0 else np.zeros)((w2.shape[1], c_out), dtype=x.dtype)
+    for chunk, (n0, n1) in enumerate(_chunks(n_batch, length)):
         # 1. dout of the chunk in the column layout (C_out, n·L), matching the forward's product.
         if n1 - n0 == 1:
             d2 = dout3[n0]
@@ -279,8 +287,14 @@ def _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=True):
         # 2. Rebuild the forward's columns (not kept in the cache, see conv2d_forward).
         cols = _workspace("cols", (c_in * kh * kw, n1 - n0, length), x.dtype)
         _k.im2col(x[n0:n1], cols, kh, kw, sh, sw, ph, pw, dh, dw, hout, wout)
-        # 3. dW += dout · colsᵀ (computed as its transpose cols · doutᵀ) and dcols = Wᵀ · dout.
-        dw2t += cols.reshape(cols.shape[0], -1) @ d2.T
+        # 3. dW += dout · colsᵀ (computed as its transpose cols · doutᵀ; the first chunk's product
+        #    written straight into dWᵀ, the others into one reused buffer) and dcols = Wᵀ · dout.
+        if chunk == 0:
+            np.matmul(cols.reshape(cols.shape[0], -1), d2.T, out=dw2t)
+        else:
+            term = _workspace("dw", dw2t.shape, x.dtype)
+            np.matmul(cols.reshape(cols.shape[0], -1), d2.T, out=term)
+            dw2t += term
         if dx_by_conv:
             continue
         dcols = _workspace("dcols", cols.shape, x.dtype)
