@@ -572,6 +572,248 @@ def bench_finetune(threads: int, repeat: int) -> None:
 TARGETS["finetune"] = bench_finetune
 
 
+# ---- roofline: achieved GFLOP/s against this machine's sgemm rate -----------------------------------
+
+# GEMMs (M, K, N) = (C_out, C_in·kH·kW, columns) of the convolutions that dominate the three workloads:
+# the shapes model's 3×3 convs on 64 and 256 channels, ResNet-50's 3×3 convs on 128 and 256 channels
+# and a bottleneck's 1×1 expansion 256→1024, each over one chunk of 4096 output positions (the column
+# chunk of minimaskrcnn.nn._conv).
+SGEMM_SHAPES = ((64, 576, 4096), (256, 2304, 4096), (128, 1152, 4096), (1024, 256, 4096))
+
+
+def _sgemm_rates(repeat: int) -> list[tuple[tuple, float]]:
+    """(shape, GFLOP/s) of numpy's float32 matmul (its BLAS, at the thread count already set) for each
+    of ``SGEMM_SHAPES``: best of ``repeat`` calls after a warm-up."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rates = []
+    for m, k, n in SGEMM_SHAPES:
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        b = rng.standard_normal((k, n), dtype=np.float32)
+        c = np.empty((m, n), np.float32)
+        time.sleep(0.3)  # let other thread pools stop spinning (see _interleaved_best)
+        t = best_time(lambda a=a, b=b, c=c: np.matmul(a, b, out=c), max(repeat, 3))
+        rates.append(((m, k, n), 2 * m * k * n / t / 1e9))
+    return rates
+
+
+def _roofline_row(name: str, flops: float, wall: dict, peak: float) -> None:
+    """One workload: its counted GFLOP, then per side the time, achieved GFLOP/s and fraction of the
+    sgemm rate ``peak`` (GFLOP/s)."""
+    print(f"{name}: {flops / 1e9:.2f} GFLOP")
+    for side in ("ours", "torch"):
+        rate = flops / wall[side] / 1e9
+        print(f"    {side:<6s} {wall[side] * 1e3:9.1f} ms   {rate:7.1f} GFLOP/s   "
+              f"{rate / peak:6.1%} of sgemm")
+    print(f"    ours/torch {wall['ours'] / wall['torch']:.2f}x")
+
+
+def _torch_flops(fn) -> float:
+    """FLOPs of ``fn()`` as torch's own counter (torch.utils.flop_counter) sees them: a cross-check
+    of our count on the torch side (its sampled RoIs differ from ours, so the two agree to a few %)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def _resnet50_pair(**kwargs):
+    """torchvision's maskrcnn_resnet50_fpn (random weights, FrozenBatchNorm2d body, 91 classes; nothing
+    is downloaded) and our model loaded with the same weights, both built with the torchvision keyword
+    arguments ``kwargs`` (``min_size``, ``box_detections_per_img`` ...)."""
+    import torch
+    import torchvision
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    from minimaskrcnn.weights import build_model, load_state_dict_named, torchvision_config
+
+    torch.manual_seed(0)
+    body = torchvision.models.resnet50(weights=None, norm_layer=FrozenBatchNorm2d)
+    tmodel = torchvision.models.detection.MaskRCNN(_resnet_fpn_extractor(body, 3), num_classes=91,
+                                                   **kwargs)
+    with torch.no_grad():  # as bench resnet50: detections pass the score threshold, masks run on 100
+        tmodel.roi_heads.box_predictor.cls_score.weight.mul_(30)
+    model = build_model(torchvision_config(**kwargs))
+    load_state_dict_named(model, {k: v.numpy() for k, v in tmodel.state_dict().items()}, "torchvision model")
+    return model, tmodel
+
+
+# Fine-tuning as torchvision's trainable_backbone_layers=3: the stem and layer1 are frozen (no dW), and
+# so are the gradients of the image and of layer1's output (C2): no layer reading them needs a dx.
+_FROZEN_PREFIXES = ("backbone.body.conv1.", "backbone.body.layer1.")
+_READS_C2 = ("backbone.body.layer2.0.conv1.", "backbone.body.layer2.0.downsample.0.",
+             "backbone.fpn.inner_blocks.0.")
+
+
+def _finetune_skips(model) -> tuple[set, set]:
+    """(no_dw, no_dx): ids of the weight arrays whose dW / dx a fine-tuning step skips."""
+    no_dw, no_dx = set(), set()
+    for name, p in model.named_parameters():
+        if name.startswith(_FROZEN_PREFIXES):
+            no_dw.add(id(p.data))
+            no_dx.add(id(p.data))
+        elif name.startswith(_READS_C2):
+            no_dx.add(id(p.data))
+    return no_dw, no_dx
+
+
+def _photo_and_target():
+    """matplotlib's grace_hopper.jpg (600×512) and one "person" (label 1) object: an ellipse
+    inscribed in a box around the figure."""
+    import matplotlib.cbook as cbook
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as im:
+        image = np.asarray(im.convert("RGB")).copy()
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = 0.15 * w, 0.1 * h, 0.85 * w, 1.0 * h
+    yy, xx = np.mgrid[:h, :w] + 0.5
+    cx, cy, rx, ry = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 2, (y2 - y1) / 2
+    mask = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1
+    ys, xs = np.nonzero(mask)
+    box = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
+    return image, {"boxes": box, "labels": np.array([1], np.int64), "masks": mask[None]}
+
+
+def bench_roofline(threads: int, repeat: int) -> None:
+    """Floating-point work of three workloads, counted from the shapes of every conv / linear call of
+    one real run of ours (``minimaskrcnn.nn.flops.count_flops``), divided by the time of ours and of
+    torch(vision): achieved GFLOP/s and its fraction of this machine's sgemm rate (numpy's BLAS, the
+    same thread count, on GEMMs shaped like those convs).
+
+    1. the shapes preset's training step (batch 8 of 128×128, the trained weights when shipped);
+    2. maskrcnn_resnet50_fpn inference on one photo resized to 938×800 (as bench resnet50);
+    3. an R50-FPN fine-tuning step on that photo (one object; conv1 and layer1 frozen, as
+       torchvision's trainable_backbone_layers=3).
+
+    With MINIMASKRCNN_FAST=1 the shapes batch is 2 and the R50-FPN runs on a 160-pixel image with few
+    proposals and detections (a smoke test of the command, not a measurement)."""
+    import os
+
+    import numpy as np
+    import torch
+
+    from minimaskrcnn.config import shapes
+    from minimaskrcnn.datasets.shapes import shapes_dataset
+    from minimaskrcnn.datasets.transforms import batch_of
+    from minimaskrcnn.model import MaskRCNN
+    from minimaskrcnn.model.torch_reference import torch_inputs
+    from minimaskrcnn.nn.flops import count_flops
+    from minimaskrcnn.weights import SHIPPED_MODEL, load_model
+
+    fast = os.environ.get("MINIMASKRCNN_FAST") == "1"
+    blas = _set_blas_threads(threads)
+    print(f"roofline, float32, {threads} thread(s) each; torch {torch.__version__}, {blas}")
+
+    # 1. The limit: numpy's sgemm on conv-shaped products, probed again after each workload (a busy
+    #    machine can slow any one probe); the best rate seen in the run is the limit.
+    rates = _sgemm_rates(repeat)
+    for (m, k, n), rate in rates:
+        print(f"sgemm ({m}x{k}) @ ({k}x{n}): {rate:7.1f} GFLOP/s")
+    peaks = [max(rate for _, rate in rates)]
+    rows = []  # (name, FLOPs, wall times): printed at the end, against the best sgemm rate
+
+    # 2. The shapes training step.
+    cfg = shapes()
+    batch = 2 if fast else 8
+    images, targets = batch_of(shapes_dataset(batch, seed=0), range(batch))
+    model = MaskRCNN(cfg, np.random.default_rng(0))
+    weights = "initial weights"
+    if SHIPPED_MODEL.exists():
+        model.load_state_dict(load_model(SHIPPED_MODEL).state_dict())
+        weights = "trained weights"
+    with count_flops() as counted:
+        model.forward_train(images, targets, np.random.default_rng(1))
+        model.backward()
+    model.zero_grad()
+    flops = counted.flops()
+    wall = dict(zip(("ours", "torch"), _time_train_step(cfg, model, images, targets, repeat)))
+    rows.append((f"shapes train step, batch {batch}, {weights} (forward {flops['forward'] / 1e9:.2f} + dx "
+                 f"{flops['dx'] / 1e9:.2f} + dW {flops['dw'] / 1e9:.2f})", flops["total"], wall))
+    peaks.append(max(rate for _, rate in _sgemm_rates(1)))
+
+    # 3. R50-FPN inference.
+    # smoke test: a small image, few proposals, RoI samples and detections
+    kwargs = dict(min_size=160, max_size=200, rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50,
+                  rpn_pre_nms_top_n_train=100, rpn_post_nms_top_n_train=50, box_batch_size_per_image=32,
+                  box_detections_per_img=5) if fast else {}
+    min_size = kwargs.get("min_size", 800)
+    model, tmodel = _resnet50_pair(**kwargs)
+    tmodel.eval()
+    image, target = _photo_and_target()
+    timage = [torch.from_numpy(image).permute(2, 0, 1).float() / 255]
+    with count_flops() as counted:
+        model.predict([image])
+    flops = counted.flops()["total"]
+
+    def ours_predict():
+        model.predict([image])
+
+    def torch_predict():
+        with torch.no_grad():
+            tmodel(timage)
+
+    wall, _ = _interleaved_best({"ours": ours_predict, "torch": torch_predict}, repeat, block=1)
+    with torch.no_grad():
+        check = _torch_flops(lambda: tmodel(timage))
+    rows.append((f"R50-FPN inference, 600x512 photo -> {min_size}-pixel short side "
+                 f"(torch's own counter: {check / 1e9:.2f} GFLOP)", flops, wall))
+    peaks.append(max(rate for _, rate in _sgemm_rates(1)))
+
+    # 4. R50-FPN fine-tuning step: forward in training mode, backward, SGD update.
+    from minimaskrcnn.nn.optim import SGD
+
+    tmodel.train()
+    for name, p in tmodel.named_parameters():
+        p.requires_grad_(not name.startswith(_FROZEN_PREFIXES))
+    topt = torch.optim.SGD([p for p in tmodel.parameters() if p.requires_grad], lr=1e-5, momentum=0.9)
+    timgs, ttgts = torch_inputs([image.astype(np.float32) / 255], [target])
+    opt = SGD(model.parameters(), lr=1e-5, momentum=0.9)
+    with count_flops() as counted:
+        model.forward_train([image], [target], np.random.default_rng(1))
+        model.backward()
+    model.zero_grad()
+    no_dw, no_dx = _finetune_skips(model)
+    flops = counted.flops(no_dw=no_dw, no_dx=no_dx)
+    extra = counted.flops()["total"] - flops["total"]
+
+    def ours_step():
+        model.forward_train([image], [target])
+        opt.zero_grad()
+        model.backward()
+        opt.step()
+
+    def torch_step():
+        losses = tmodel(timgs, ttgts)
+        topt.zero_grad()
+        sum(losses.values()).backward()
+        topt.step()
+
+    wall, _ = _interleaved_best({"ours": ours_step, "torch": torch_step}, repeat, block=1)
+    check = _torch_flops(torch_step)
+    rows.append((f"R50-FPN fine-tuning step, 1 image, conv1+layer1 frozen (forward "
+                 f"{flops['forward'] / 1e9:.2f} + dx {flops['dx'] / 1e9:.2f} + dW {flops['dw'] / 1e9:.2f}; "
+                 f"torch's own counter: {check / 1e9:.2f} GFLOP)", flops["total"], wall))
+    peaks.append(max(rate for _, rate in _sgemm_rates(1)))
+
+    peak = max(peaks)
+    print(f"sgemm rate (best of {len(peaks)} probes over the run): {peak:.1f} GFLOP/s — the limit the "
+          "fractions below are of")
+    print("FLOPs = 2 x multiply-adds of every conv2d / conv_transpose2d / linear call (forward, dx, dW)")
+    for name, flops, wall in rows:
+        _roofline_row(name, flops, wall, peak)
+    print(f"    (ours also computes the frozen layers' dW and the skipped dx: {extra / 1e9:.2f} GFLOP more, "
+          "included in its time, not in its rate)")
+    print("times: best of --repeat, ours and torch alternated; achieved GFLOP/s = counted FLOPs / time")
+
+
+TARGETS["roofline"] = bench_roofline
+
+
 def main(target: str, threads: int = 2, repeat: int = 5) -> int:
     if target not in TARGETS:
         raise SystemExit(f"bench target {target!r} is not available yet (known: {sorted(TARGETS)})")

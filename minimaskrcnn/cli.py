@@ -505,11 +505,12 @@ def build_parser() -> argparse.ArgumentParser:
         "the same process with the same number of threads; prints times and ratios (ours / theirs). "
         "Needs torch and torchvision installed (the [test] extra).",
     )
-    p.add_argument("target", choices=["conv", "ops", "train", "resnet50", "finetune"],
+    p.add_argument("target", choices=["conv", "ops", "train", "resnet50", "finetune", "roofline"],
                    help="conv: conv2d forward+backward; ops: roi_align/roi_pool/nms; train: one "
                    "training step of the tiny model; resnet50: inference at torchvision's preset; "
                    "finetune: one R50-FPN training step at 512 px with conv1+layer1 frozen, time and "
-                   "peak memory")
+                   "peak memory; roofline: achieved GFLOP/s of the shapes train step, R50-FPN inference "
+                   "and fine-tuning against this machine's sgemm rate")
     p.add_argument("--threads", type=positive_int, default=2, help="threads for both sides (default 2)")
     p.add_argument("--repeat", type=positive_int, default=5,
                    help="timed repetitions, best is kept (default 5)")
