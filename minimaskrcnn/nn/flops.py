@@ -33,12 +33,16 @@ _PASSES = ("forward", "dx", "dw")
 class LayerCall:
     """One recorded call. ``kind``: "conv2d" | "conv_transpose2d" | "linear"; ``stage``: "forward"
     or "backward"; ``macs``: multiply-adds of one product (the forward, or each of dx and dW);
-    ``weight_id``: ``id`` of the weight array, to tell which parameter it was."""
+    ``weight_id``: ``id`` of the weight array, to tell which parameter it was; ``dx`` / ``dw``
+    (backward): whether the call computed that product (the layer kit skips it for a frozen weight
+    or an input that needs no gradient)."""
 
     kind: str
     stage: str
     macs: int
     weight_id: int
+    dx: bool = True
+    dw: bool = True
 
 
 @dataclass
@@ -58,9 +62,9 @@ class FlopCount:
             if c.stage == "forward":
                 out["forward"] += 2 * c.macs
             else:
-                if c.weight_id not in no_dx:
+                if c.dx and c.weight_id not in no_dx:
                     out["dx"] += 2 * c.macs
-                if c.weight_id not in no_dw:
+                if c.dw and c.weight_id not in no_dw:
                     out["dw"] += 2 * c.macs
         out["total"] = out["forward"] + out["dx"] + out["dw"]
         return out
@@ -85,6 +89,11 @@ def linear_macs(x_shape, w_shape) -> int:
     return x_shape[0] * w_shape[1] * w_shape[0]
 
 
+def _done(kwargs) -> dict:
+    """Which backward products a call computed, from its ``need_dx`` / ``need_dw`` flags."""
+    return {"dx": kwargs.get("need_dx", True), "dw": kwargs.get("need_dw", True)}
+
+
 @contextlib.contextmanager
 def count_flops():
     """Record every conv2d / conv_transpose2d / linear call of the layer kit inside the block.
@@ -102,11 +111,11 @@ def count_flops():
                                      id(w)))
         return out, cache
 
-    def conv2d_backward(dout, cache):
+    def conv2d_backward(dout, cache, **kwargs):
         x, w = cache[0], cache[1]
-        grads = originals["conv2d_backward"](dout, cache)
+        grads = originals["conv2d_backward"](dout, cache, **kwargs)
         count.calls.append(LayerCall("conv2d", "backward", conv2d_macs(x.shape, w.shape, dout.shape[2:]),
-                                     id(w)))
+                                     id(w), **_done(kwargs)))
         return grads
 
     def conv_transpose2d_forward(x, w, *args, **kwargs):
@@ -115,11 +124,11 @@ def count_flops():
                                      id(w)))
         return out, cache
 
-    def conv_transpose2d_backward(dout, cache):
+    def conv_transpose2d_backward(dout, cache, **kwargs):
         x, w = cache[0], cache[1]
-        grads = originals["conv_transpose2d_backward"](dout, cache)
+        grads = originals["conv_transpose2d_backward"](dout, cache, **kwargs)
         count.calls.append(LayerCall("conv_transpose2d", "backward", conv_transpose2d_macs(x.shape, w.shape),
-                                     id(w)))
+                                     id(w), **_done(kwargs)))
         return grads
 
     def linear_forward(x, w, b):
@@ -127,10 +136,11 @@ def count_flops():
         count.calls.append(LayerCall("linear", "forward", linear_macs(x.shape, w.shape), id(w)))
         return out, cache
 
-    def linear_backward(dout, cache):
+    def linear_backward(dout, cache, **kwargs):
         x, w = cache[0], cache[1]
-        grads = originals["linear_backward"](dout, cache)
-        count.calls.append(LayerCall("linear", "backward", linear_macs(x.shape, w.shape), id(w)))
+        grads = originals["linear_backward"](dout, cache, **kwargs)
+        count.calls.append(LayerCall("linear", "backward", linear_macs(x.shape, w.shape), id(w),
+                                     **_done(kwargs)))
         return grads
 
     wrappers = {"conv2d_forward": conv2d_forward, "conv2d_backward": conv2d_backward,
