@@ -27,11 +27,19 @@ import time
 
 import numpy as np
 
-from minimaskrcnn.evaluation.davis import evaluate_benchmark, evaluate_clip
-from minimaskrcnn.video.propagate import DETECTOR_METHODS, METHODS
-from minimaskrcnn.video.synthetic import ATTRIBUTES, davis_palette, make_clip
+from minimaskrcnn.evaluation.davis import (
+    GLOBAL_COLUMNS,
+    evaluate_benchmark,
+    evaluate_clip,
+    official_tables,
+    write_official_csv,
+)
+from minimaskrcnn.video.davis_io import davis_palette, read_masks, write_masks
+from minimaskrcnn.video.methods import DETECTOR_METHODS, METHODS
+from minimaskrcnn.video.synthetic import ATTRIBUTES, make_clip
 
-__all__ = ["run_benchmark", "format_table", "write_json", "write_strip", "main"]
+__all__ = ["run_benchmark", "format_table", "write_json", "write_strip", "main", "run_sequences",
+           "format_official", "main_folder"]
 
 
 def _summary(stats: dict) -> dict:
@@ -214,4 +222,156 @@ def main(methods: str, clips: int = 30, json_path: str | None = None, strips: st
     if json_path:
         write_json(results, json_path)
         print(f"wrote {json_path}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ folders on disk
+def _detector_options(methods, options, model, checkpoint) -> dict:
+    """options with the shared Mask R-CNN filled in for the methods that need one (loaded once)."""
+    options = {m: dict(o) for m, o in (options or {}).items()}
+    if any(m in DETECTOR_METHODS for m in methods):
+        from minimaskrcnn.weights import resolve_model
+
+        detector = resolve_model(model, checkpoint)
+        for m in methods:
+            if m in DETECTOR_METHODS and not {"model", "checkpoint"} & set(options.get(m, {})):
+                options.setdefault(m, {})["model"] = detector
+    return options
+
+
+def run_sequences(sequences, methods, out: str, *, evaluate: bool = False, image_set: str = "val",
+                  options: dict | None = None, model=None, checkpoint=None, log=None,
+                  progress: bool = False) -> dict:
+    """Run ``methods`` on videos read from disk, write their masks, optionally score them.
+
+    sequences: an iterable of ``davis_io.Sequence`` (read lazily, one at a time). For each sequence and
+    method: 1. run the method from the sequence's first-frame mask, timing it; 2. write the masks as
+    OUT/<method>/<sequence>/<frame>.png (indexed PNGs, DAVIS palette — the layout the official
+    evaluation and vos-benchmark read); 3. with ``evaluate`` (every frame must have an annotation),
+    read the written files back and score them against the annotations with ``evaluate_clip`` (DAVIS
+    2017: first and last frames left out); after the last sequence, write the official CSVs
+    OUT/<method>/global_results-<image_set>.csv and per-sequence_results-<image_set>.csv.
+
+    Returns {method: {"frames": total frames, "seconds": run time, "fps": frames / seconds,
+    "sequences": {name: {"frames", "seconds", "fps"} (+ "J&F", "J", "F" when evaluated)},
+    and when evaluated "global": {column: value} of ``GLOBAL_COLUMNS``, "clips": {name: evaluate_clip
+    result}}}.
+    """
+    methods = list(methods)
+    unknown = [m for m in methods if m not in METHODS]
+    if not methods or unknown:
+        raise ValueError(f"unknown or no method(s) {unknown}; available: {', '.join(sorted(METHODS))}")
+    options = _detector_options(methods, options, model, checkpoint)
+    res = {m: {"frames": 0, "seconds": 0.0, "sequences": {}, "clips": {}} for m in methods}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="sequences", unit="seq", dynamic_ncols=True, leave=False)
+    try:
+        _run_all(sequences, methods, out, evaluate, options, res, log, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    for m in methods:
+        r = res[m]
+        # Frame 0 is given, not computed: frames per second count the propagated frames.
+        computed = r["frames"] - len(r["sequences"])
+        r["fps"] = computed / max(r["seconds"], 1e-9)
+        if evaluate and r["clips"]:
+            r["global"], _ = official_tables(r["clips"])
+            write_official_csv(os.path.join(out, m), r["clips"], image_set)
+        else:
+            del r["clips"]
+    return res
+
+
+def _run_all(sequences, methods, out, evaluate, options, res, log, bar) -> None:
+    """The loop of ``run_sequences``: steps 1–3 for every sequence and method, into ``res``."""
+    for seq in sequences:
+        if evaluate and seq.gt is None:
+            raise FileNotFoundError(f"--evaluate needs an annotation for every frame of {seq.name!r} "
+                                    "(Annotations/<res>/<sequence>/<frame>.png); some are missing")
+        t_len = seq.frames.shape[0]
+        for m in methods:
+            start = time.perf_counter()
+            pred = METHODS[m](seq.frames, seq.first_mask, **options.get(m, {}))
+            seconds = time.perf_counter() - start
+            folder = os.path.join(out, m, seq.name)
+            write_masks(folder, seq.frame_names, pred)
+            entry = {"frames": t_len, "seconds": seconds, "fps": (t_len - 1) / max(seconds, 1e-9)}
+            r = res[m]
+            r["frames"] += t_len
+            r["seconds"] += seconds
+            line = (f"{seq.name:24s} {m:9s} {t_len:4d} frames {seq.frames.shape[2]}×{seq.frames.shape[1]}  "
+                    f"{entry['fps']:6.2f} frames/s")
+            if evaluate:
+                written = read_masks(folder, seq.frame_names, seq.frames.shape[1:3], seq.num_objects)
+                clip = evaluate_clip(seq.gt, written)
+                r["clips"][seq.name] = clip
+                entry.update(_summary(evaluate_benchmark([clip])))
+                line += f"  J&F {entry['J&F']:.3f}"
+            r["sequences"][seq.name] = entry
+            if log is not None:
+                log(line)
+            if bar is not None:
+                bar.set_postfix_str(f"{seq.name} {m} {entry['fps']:.2f} frames/s")
+        if bar is not None:
+            bar.update(1)
+
+
+def format_official(results: dict) -> str:
+    """The global table of the official evaluation, one row per method, and frames per second; with
+    per-object J / F means below (the per-sequence CSV's rows)."""
+    head = f"{'method':10s} " + " ".join(f"{c:>9s}" for c in GLOBAL_COLUMNS) + f" {'frames/s':>9s}"
+    lines = [head]
+    for m, r in results.items():
+        if "global" in r:
+            cells = " ".join(f"{r['global'][c]:9.3f}" for c in GLOBAL_COLUMNS)
+        else:
+            cells = " ".join(f"{'-':>9s}" for _ in GLOBAL_COLUMNS)
+        lines.append(f"{m:10s} {cells} {r['fps']:9.2f}")
+    evaluated = [m for m, r in results.items() if "global" in r]
+    if evaluated:
+        lines += ["", f"{'Sequence':28s} " + " ".join(f"{m + ' J':>11s} {m + ' F':>11s}" for m in evaluated)]
+        rows = {m: official_tables(results[m]["clips"])[1] for m in evaluated}
+        for i, (name, _, _) in enumerate(rows[evaluated[0]]):
+            lines.append(f"{name:28s} " + " ".join(f"{rows[m][i][1]:11.3f} {rows[m][i][2]:11.3f}"
+                                                    for m in evaluated))
+    return "\n".join(lines)
+
+
+def main_folder(methods: str, out: str, *, davis: str | None = None, resolution: str = "480p",
+                sequences: str | None = None, image_set: str | None = None, frames: str | None = None,
+                first_mask: str | None = None, evaluate: bool = False, checkpoint: str | None = None) -> int:
+    """Entry point of ``minimaskrcnn vos --davis ROOT`` / ``--frames DIR --first-mask PNG``: run, write
+    OUT/<method>/<sequence>/*.png, print frames per second (and, with ``evaluate``, the official table),
+    write the official CSVs. Bad folders raise FileNotFoundError / ValueError naming the file."""
+    from minimaskrcnn.video import davis_io
+
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METHODS]
+    if not names or unknown:
+        raise ValueError(f"unknown or no method(s) {unknown} (available: {', '.join(sorted(METHODS))})")
+    if (davis is None) == (frames is None):
+        raise ValueError("give either --davis ROOT or --frames DIR (with --first-mask PNG)")
+    if davis is not None:
+        seq_names = davis_io.list_sequences(davis, resolution, image_set, sequences)
+        stream = (davis_io.read_davis_sequence(davis, n, resolution) for n in seq_names)
+    else:
+        if first_mask is None:
+            raise ValueError("--frames DIR needs --first-mask PNG (the first frame's mask)")
+        if evaluate:
+            raise ValueError("--evaluate needs a DAVIS folder (--davis ROOT) with every frame annotated")
+        stream = iter([davis_io.read_frames_folder(frames, first_mask)])
+    start = time.perf_counter()
+    results = run_sequences(stream, names, out, evaluate=evaluate, image_set=image_set or "val",
+                            checkpoint=checkpoint, log=lambda s: print(s, flush=True), progress=True)
+    print()
+    print(format_official(results))
+    print(f"\n{time.perf_counter() - start:.1f} s in all; masks written to {os.path.join(out, '<method>')}")
+    if evaluate:
+        set_name = image_set or "val"
+        print(f"wrote global_results-{set_name}.csv and per-sequence_results-{set_name}.csv under each "
+              "method's folder")
     return 0

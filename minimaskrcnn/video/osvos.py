@@ -42,8 +42,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from minimaskrcnn.video.common import check_inputs, mask_iou
 from minimaskrcnn.video.flow import warp
-from minimaskrcnn.video.propagate import check_inputs, mask_iou
 from minimaskrcnn.weights import resolve_model
 
 __all__ = ["propagate_osvos", "finetune_first_frame", "augment_first_frame"]

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from minimaskrcnn.evaluation.davis import jaccard
+from minimaskrcnn.video.methods import METHODS, propagate
 from minimaskrcnn.video.osvos import (
     _relabelled_copy,
     augment_first_frame,
     finetune_first_frame,
     propagate_osvos,
 )
-from minimaskrcnn.video.propagate import METHODS, propagate
 from minimaskrcnn.video.redetect import bhattacharyya, propagate_redetect
 from minimaskrcnn.video.synthetic import make_clip
 from minimaskrcnn.weights import resolve_model
