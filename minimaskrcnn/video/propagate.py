@@ -20,9 +20,18 @@ of all of them is ``video.methods``) has the same signature,
 from __future__ import annotations
 
 import numpy as np
+from numba import njit, prange
 
 from minimaskrcnn.video.common import ColourModel, box_sum, check_inputs, near_boundary, one_hot
-from minimaskrcnn.video.flow import forward_backward_consistency, lucas_kanade, to_float_image, warp
+from minimaskrcnn.video.flow import (
+    downsample,
+    forward_backward_consistency,
+    lucas_kanade,
+    to_float_image,
+    upsample_flow,
+    warp,
+    working_factor,
+)
 
 __all__ = ["propagate_copy", "propagate_flow", "FlowTracker"]
 
@@ -37,12 +46,18 @@ def propagate_copy(frames, first_mask) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- flow
 def propagate_flow(frames, first_mask, *, motion: str = "affine", refine: bool = True,
                    refine_weight: float = 1.0, band: int = 2, fill: bool = True, sharpen: float = 1.0,
-                   levels: int | None = None, window_sigma: float = 2.0, iterations: int = 4) -> np.ndarray:
+                   levels: int | None = None, window_sigma: float = 2.0, iterations: int = 4,
+                   flow_size: int | None = 320) -> np.ndarray:
     """Propagate by warping the previous frame's labels with dense optical flow.
 
     For each frame t = 1..T−1:
       1. Flows both ways with pyramidal Lucas–Kanade: bw from frame t to frame t−1 (defined on frame
          t's grid, what backward warping needs) and fw from t−1 to t (only for the consistency check).
+         Frames whose longer side exceeds ``flow_size`` pixels get their flow on copies reduced by an
+         integer factor f (f × f block means; 854 × 480 → 285 × 160 at the default 320), upsampled
+         back bilinearly (vectors × f): the affine fit of step 2 needs the motion of the objects'
+         interiors, not per-pixel detail, and the flow's cost falls by f². 128 × 128 frames are not
+         reduced. None: always full resolution.
       2. Backward-warp the previous label probabilities P_{t−1} (one channel per label, bilinear;
          frame 0's one-hot labels to start):
          motion="dense": P_t(x) = P_{t−1}(x + bw(x)) with the per-pixel flow;
@@ -68,13 +83,13 @@ def propagate_flow(frames, first_mask, *, motion: str = "affine", refine: bool =
          the thresholded labels would round every frame's motion to whole pixels — a 0.7 px/frame
          motion would become 1 px/frame, an error that grows with every frame. (Sharpening towards a
          hard step brings that rounding back, which is why it is off by default.)
-    Options: motion, refine, refine_weight, band, fill, sharpen as above; levels / window_sigma /
-    iterations are passed to ``lucas_kanade``.
+    Options: motion, refine, refine_weight, band, fill, sharpen, flow_size as above; levels /
+    window_sigma / iterations are passed to ``lucas_kanade``.
     """
     frames, ids, k = check_inputs(frames, first_mask)
     tracker = FlowTracker(frames[0], ids, motion=motion, refine=refine, refine_weight=refine_weight,
                           band=band, fill=fill, sharpen=sharpen, levels=levels, window_sigma=window_sigma,
-                          iterations=iterations)
+                          iterations=iterations, flow_size=flow_size)
     out = np.zeros(frames.shape[:3], np.uint8)
     out[0] = ids
     for t in range(1, frames.shape[0]):
@@ -95,7 +110,8 @@ class FlowTracker:
 
     def __init__(self, frame0: np.ndarray, ids: np.ndarray, *, motion: str = "affine", refine: bool = True,
                  refine_weight: float = 1.0, band: int = 2, fill: bool = True, sharpen: float = 1.0,
-                 levels: int | None = None, window_sigma: float = 2.0, iterations: int = 4):
+                 levels: int | None = None, window_sigma: float = 2.0, iterations: int = 4,
+                 flow_size: int | None = 320):
         if motion not in ("affine", "dense"):
             raise ValueError(f"motion must be 'affine' or 'dense', got {motion!r}")
         k = int(ids.max())
@@ -111,20 +127,25 @@ class FlowTracker:
             refine = refine_weight > 0
         self.refine, self.refine_weight = refine, refine_weight
         self.lk = dict(levels=levels, window_sigma=window_sigma, iterations=iterations)
-        self.prev_img = to_float_image(frame0)
+        self.factor = working_factor(ids.shape, flow_size)
+        self.prev_img = downsample(to_float_image(frame0), self.factor)
         self.prev_probs = one_hot(ids, k)
         self.prev_labels = ids.astype(np.uint8)
         self._pending = None
 
     def predict(self, frame: np.ndarray) -> np.ndarray:
         """Steps 1–4 for the next frame: the (H, W, K+1) label probabilities warped from the state."""
-        img = to_float_image(frame)
-        bw = lucas_kanade(img, self.prev_img, **self.lk)
-        fw = lucas_kanade(self.prev_img, img, **self.lk)
-        trusted = forward_backward_consistency(bw, fw)
+        img = downsample(to_float_image(frame), self.factor)
+        shape = frame.shape[:2]
+        # Flows and their consistency on the working grid (full size unless reduced by ``factor``);
+        # flows upsampled bilinearly, consistency masks by nearest neighbour.
+        bw_s = lucas_kanade(img, self.prev_img, **self.lk)
+        fw_s = lucas_kanade(self.prev_img, img, **self.lk)
+        trusted = _upsample_mask(forward_backward_consistency(bw_s, fw_s), self.factor, shape)
+        bw, fw = upsample_flow(bw_s, self.factor, shape), upsample_flow(fw_s, self.factor, shape)
         if self.motion == "affine":
-            probs, inside = _warp_affine(self.prev_probs, self.prev_labels, fw,
-                                         forward_backward_consistency(fw, bw), bw)
+            fw_ok = _upsample_mask(forward_backward_consistency(fw_s, bw_s), self.factor, shape)
+            probs, inside = _warp_affine(self.prev_probs, self.prev_labels, fw, fw_ok, bw)
         else:
             probs, inside = warp(self.prev_probs, bw)
         trusted &= inside
@@ -133,11 +154,11 @@ class FlowTracker:
         if self.refine:
             # Product of experts near the boundary: a 3×3-softened spatial prior times the colour
             # posterior to the power refine_weight (an uninformative colour changes nothing).
+            # Computed on the band's pixels only (the rest of the frame keeps its warped votes).
             near = near_boundary(probs.argmax(-1), self.band)
-            soft = box_sum(probs, 1) / box_sum(np.ones(probs.shape[:2], np.float32), 1)[..., None]
-            fused = soft * self.colour.posterior(frame) ** self.refine_weight
+            fused = _box3_mean_at(probs, near) * self.colour.posterior(frame[near]) ** self.refine_weight
             fused /= fused.sum(-1, keepdims=True)
-            probs[near] = fused[near]
+            probs[near] = fused
         self._pending = (img, trusted)
         return probs
 
@@ -201,7 +222,9 @@ def _warp_affine(prev_probs: np.ndarray, prev: np.ndarray, fw: np.ndarray, fw_ok
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     grid = np.stack([xx, yy], -1)
     probs = np.zeros((h, w, k + 1), np.float32)
-    dense, inside = warp(prev_probs, bw)
+    sx, sy = xx + bw[..., 0], yy + bw[..., 1]
+    inside = (sx >= 0) & (sx <= w - 1) & (sy >= 0) & (sy <= h - 1)  # as ``warp``'s valid flag
+    dense = None
     for obj in range(1, k + 1):
         mask = prev == obj
         interior = mask & ~near_boundary(mask.astype(np.uint8), 2) & fw_ok
@@ -210,14 +233,69 @@ def _warp_affine(prev_probs: np.ndarray, prev: np.ndarray, fw: np.ndarray, fw_ok
             src = grid[interior]
             m = _fit_affine(src, src + fw[interior])
         if m is None or abs(np.linalg.det(m[:, :2])) < 1e-3:
+            if dense is None:
+                dense = warp(prev_probs, bw)[0]
             probs[..., obj] = dense[..., obj]
             continue
-        # Backward warp: the source of pixel x of frame t is A⁻¹(x − c) in frame t−1.
+        # Backward warp: the source of pixel x of frame t is A⁻¹(x − c) in frame t−1 (bilinear,
+        # border replicated: ``_affine_warp_reference`` is the same in NumPy).
         a_inv = np.linalg.inv(m[:, :2])
-        source = (grid - m[:, 2]) @ a_inv.T
-        probs[..., obj] = warp(prev_probs[..., obj], (source - grid).astype(np.float32))[0]
+        channel = np.ascontiguousarray(prev_probs[..., obj])
+        probs[..., obj] = _affine_warp_kernel(channel, a_inv, m[:, 2].copy())
     probs[..., 0] = np.clip(1.0 - probs[..., 1:].sum(-1), 0.0, 1.0)
     return probs, inside
+
+
+def _affine_warp_reference(channel: np.ndarray, a_inv: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """out(x) = channel(A⁻¹(x − c)), bilinear with the border replicated; (H, W) float32 → (H, W)."""
+    h, w = channel.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    grid = np.stack([xx, yy], -1)
+    source = (grid - c) @ a_inv.T
+    return warp(channel, (source - grid).astype(np.float32))[0]
+
+
+@njit(cache=True, parallel=True)
+def _affine_warp_kernel(channel, a_inv, c):
+    """``_affine_warp_reference`` as a loop over the pixels (no (H, W, 2) coordinate arrays)."""
+    h, w = channel.shape
+    out = np.empty((h, w), np.float32)
+    for y in prange(h):
+        for x in range(w):
+            dx, dy = x - c[0], y - c[1]
+            sx = min(max(a_inv[0, 0] * dx + a_inv[0, 1] * dy, 0.0), w - 1.0)
+            sy = min(max(a_inv[1, 0] * dx + a_inv[1, 1] * dy, 0.0), h - 1.0)
+            x0 = min(int(np.floor(sx)), w - 2) if w > 1 else 0
+            y0 = min(int(np.floor(sy)), h - 2) if h > 1 else 0
+            fx, fy = np.float32(sx - x0), np.float32(sy - y0)
+            x1, y1 = min(x0 + 1, w - 1), min(y0 + 1, h - 1)
+            top = channel[y0, x0] * (1 - fx) + channel[y0, x1] * fx
+            bot = channel[y1, x0] * (1 - fx) + channel[y1, x1] * fx
+            out[y, x] = top * (1 - fy) + bot * fy
+    return out
+
+
+def _upsample_mask(mask: np.ndarray, f: int, shape) -> np.ndarray:
+    """Nearest-neighbour upsampling of a working-grid (ceil(H/f), ceil(W/f)) bool mask to (H, W)."""
+    if f == 1:
+        return mask
+    return np.repeat(np.repeat(mask, f, 0), f, 1)[: shape[0], : shape[1]]
+
+
+def _box3_mean_at(probs: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """(N, L) mean of probs (H, W, L) over the 3×3 window (clipped at the borders) around each of the
+    N pixels where ``where`` (H, W) is True — ``box_sum(probs, 1) / box_sum(1, 1)`` at those pixels."""
+    h, w = where.shape
+    ys, xs = np.nonzero(where)
+    acc = np.zeros((ys.size, probs.shape[-1]), np.float64)
+    count = np.zeros(ys.size, np.float64)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            y, x = ys + dy, xs + dx
+            ok = (y >= 0) & (y < h) & (x >= 0) & (x < w)
+            acc[ok] += probs[y[ok], x[ok]]
+            count += ok
+    return (acc / count[:, None]).astype(np.float32)
 
 
 def _fill_untrusted(probs: np.ndarray, trusted: np.ndarray, radius: int = 3, rounds: int = 4) -> np.ndarray:
