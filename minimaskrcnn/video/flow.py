@@ -371,6 +371,22 @@ def _upsample_flow_kernel(flow, f, h, w):
     return out
 
 
+def _upsample_flow_reference(flow: np.ndarray, f: int, shape) -> np.ndarray:
+    """``_upsample_flow_kernel`` in NumPy: the coarse coordinates of every fine pixel centre, then
+    bilinear interpolation (``_resample``'s scheme with the factor f and the half-pixel offset)."""
+    hc, wc = flow.shape[:2]
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
+    sy = np.clip((yy + 0.5) / f - 0.5, 0, hc - 1)
+    sx = np.clip((xx + 0.5) / f - 0.5, 0, wc - 1)
+    y0 = np.minimum(sy.astype(np.int64), max(hc - 2, 0))
+    x0 = np.minimum(sx.astype(np.int64), max(wc - 2, 0))
+    y1, x1 = np.minimum(y0 + 1, hc - 1), np.minimum(x0 + 1, wc - 1)
+    fy, fx = (sy - y0)[..., None], (sx - x0)[..., None]
+    top = flow[y0, x0] * (1 - fx) + flow[y0, x1] * fx
+    bot = flow[y1, x0] * (1 - fx) + flow[y1, x1] * fx
+    return (f * (top * (1 - fy) + bot * fy)).astype(np.float32)
+
+
 def upsample_flow(flow: np.ndarray, f: int, shape) -> np.ndarray:
     """A flow computed on ``downsample(·, f)`` images → (H, W, 2) flow of the full-size (H, W) frames."""
     flow = _check_flow(flow, None)

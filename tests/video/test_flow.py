@@ -142,6 +142,18 @@ def test_working_factor_downsample_and_upsample():
     fy, fx = np.mgrid[0:8, 0:12].astype(np.float32)
     inner = (slice(1, 7), slice(1, 11))
     np.testing.assert_allclose(up[inner][..., 0], 2 * ((fx + 0.5) / 2 - 0.5)[inner], atol=1e-5)
+    # The Numba kernel equals its NumPy reference on a random field, and the affine warp kernel too.
+    from minimaskrcnn.video.flow import _upsample_flow_reference
+    from minimaskrcnn.video.propagate import _affine_warp_kernel, _affine_warp_reference
+
+    rnd = np.random.default_rng(0).normal(size=(7, 9, 2)).astype(np.float32)
+    np.testing.assert_allclose(upsample_flow(rnd, 3, (20, 26)), _upsample_flow_reference(rnd, 3, (20, 26)),
+                               atol=1e-5)
+    ch = np.random.default_rng(1).random((37, 53)).astype(np.float32)
+    a_inv = np.linalg.inv(np.array([[1.05, 0.1], [-0.08, 0.97]]))
+    c = np.array([3.2, -1.7])
+    np.testing.assert_allclose(_affine_warp_kernel(ch, a_inv, c), _affine_warp_reference(ch, a_inv, c),
+                               atol=1e-5)
 
 
 def test_flow_on_a_reduced_copy_recovers_a_large_translation():
