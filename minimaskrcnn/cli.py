@@ -353,9 +353,22 @@ def _vos(args) -> int:
         writable_file(args.json, "--json")
     if args.strips:
         writable_folder(args.strips, "--strips")
-
-    return benchmark.main(args.methods, clips=args.clips, json_path=args.json, strips=args.strips,
-                          seed=args.seed, checkpoint=args.checkpoint)
+    if args.speed:
+        return benchmark.main_speed(args.methods, num_frames=args.num_frames or 10,
+                                    checkpoint=args.checkpoint)
+    if args.davis is None and args.frames is None:
+        return benchmark.main(args.methods, clips=args.clips, json_path=args.json, strips=args.strips,
+                              seed=args.seed, checkpoint=args.checkpoint, split=args.split,
+                              frames=args.num_frames)
+    if args.out is None:
+        raise UserError("--davis / --frames need --out RESULTS (the masks are written there)")
+    if args.sequences is not None and args.image_set is not None:
+        raise UserError("give --sequences or --image-set, not both")
+    writable_folder(args.out, "--out")
+    return benchmark.main_folder(args.methods, args.out, davis=args.davis, resolution=args.resolution,
+                                 sequences=args.sequences, image_set=args.image_set, frames=args.frames,
+                                 first_mask=args.first_mask, evaluate=args.evaluate,
+                                 checkpoint=args.checkpoint)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -518,18 +531,50 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "vos",
-        help="video object segmentation: propagate first-frame masks on synthetic clips, print J and F",
-        description="Render the seeded synthetic video benchmark, run each propagation method from the "
-        "first frame's ground-truth masks, and print the DAVIS measures: J&F, J mean/recall/decay, "
-        "F mean/recall/decay per method, and J&F per attribute (control = clips without any).",
+        help="video object segmentation: propagate first-frame masks (synthetic clips, DAVIS folders, "
+        "your own frames), print J and F",
+        description="Without --davis / --frames: render the seeded synthetic video benchmark, run each "
+        "propagation method from the first frame's ground-truth masks, and print the DAVIS measures: J&F, "
+        "J mean/recall/decay, F mean/recall/decay per method, and J&F per attribute (control = clips "
+        "without any). With --davis ROOT: read ROOT/JPEGImages/<res>/<seq>/ and the first frame's "
+        "annotation ROOT/Annotations/<res>/<seq>/00000.png, write OUT/<method>/<seq>/<frame>.png "
+        "(indexed PNGs, DAVIS palette) and, with --evaluate, score them as the DAVIS 2017 evaluation does "
+        "and write its CSV files. With --frames DIR --first-mask PNG: the same for one clip of your own.",
     )
     p.add_argument("--methods", default="copy,flow",
                    help="comma-separated propagation methods among copy, flow, embed, redetect, osvos "
                    "(default copy,flow)")
-    p.add_argument("--clips", type=positive_int, default=30, help="number of clips (default 30)")
-    p.add_argument("--json", default=None, help="write the results as JSON here")
-    p.add_argument("--strips", default=None, help="write one PNG frame strip per clip into this folder")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the clips (default 0)")
+    p.add_argument("--clips", type=positive_int, default=30, help="synthetic: number of clips (default 30)")
+    p.add_argument("--split", choices=["shapes", "photo"], default="shapes",
+                   help="synthetic: 'shapes' (128×128 flat-textured clips, the original benchmark) or "
+                   "'photo' (real-photo backgrounds, JPEG, 854×480 and 432×240, objects entering and "
+                   "leaving; default shapes)")
+    p.add_argument("--num-frames", type=positive_int, default=None,
+                   help="synthetic: frames per clip (default: drawn per clip)")
+    p.add_argument("--json", default=None, help="synthetic: write the results as JSON here")
+    p.add_argument("--strips", default=None, help="synthetic: write one PNG frame strip per clip here")
+    p.add_argument("--seed", type=non_negative_int, default=None,
+                   help="synthetic: seed of the clips (default 0 for shapes; for photo the report seed "
+                   "2000 — 1000 is the tuning seed, 3000 and 3001 unseen)")
+    p.add_argument("--davis", default=None, metavar="ROOT",
+                   help="a DAVIS-layout folder (JPEGImages/, Annotations/, optionally ImageSets/)")
+    p.add_argument("--resolution", default="480p", help="DAVIS resolution folder (default 480p)")
+    p.add_argument("--sequences", default=None, help="comma-separated sequence names (default: all, or "
+                   "--image-set)")
+    p.add_argument("--image-set", default=None, help="read the sequences from ImageSets/2017/<SET>.txt "
+                   "(or 2016/), e.g. val")
+    p.add_argument("--frames", default=None, metavar="DIR",
+                   help="your own clip: a folder of frames (.jpg/.png, sorted by name)")
+    p.add_argument("--first-mask", default=None, metavar="PNG",
+                   help="with --frames: the first frame's mask (indexed PNG 0/1..K, or 0/255)")
+    p.add_argument("--out", default=None, metavar="RESULTS",
+                   help="with --davis / --frames: write RESULTS/<method>/<sequence>/<frame>.png here")
+    p.add_argument("--evaluate", action="store_true",
+                   help="with --davis: score the written masks against the annotations, print the official "
+                   "table, write global_results-<set>.csv and per-sequence_results-<set>.csv")
+    p.add_argument("--speed", action="store_true",
+                   help="measure frames per second of each method on a photo clip at 854×480 and 432×240 "
+                   "(--num-frames frames, default 10), with the ratio to flow at full resolution")
     p.add_argument("--checkpoint", default=None,
                    help="Mask R-CNN model file for redetect / osvos (default: the shipped "
                    "data/shapes_model.npz)")

@@ -24,6 +24,8 @@ Masks are (H, W) arrays (bool or 0/1); ID maps are (T, H, W) integer arrays with
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 
 import numpy as np
 
@@ -37,6 +39,10 @@ __all__ = [
     "db_statistics",
     "evaluate_clip",
     "evaluate_benchmark",
+    "GLOBAL_COLUMNS",
+    "SEQUENCE_COLUMNS",
+    "official_tables",
+    "write_official_csv",
 ]
 
 
@@ -265,3 +271,57 @@ def evaluate_benchmark(clip_results: list[dict]) -> dict:
         out[key] = {s: float(np.mean([o[key][s] for o in objects])) for s in ("mean", "recall", "decay")}
     out["J&F"] = (out["J"]["mean"] + out["F"]["mean"]) / 2.0
     return out
+
+
+# The CSV files of the official evaluation (davis2017-evaluation's evaluation_method.py): one row of
+# global means, and one row per object named "<sequence>_<k>" (k = 1..K), numbers as "%.3f".
+GLOBAL_COLUMNS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
+SEQUENCE_COLUMNS = ("Sequence", "J-Mean", "F-Mean")
+
+
+def official_tables(sequence_results: dict) -> tuple[dict, list]:
+    """The two tables of the official evaluation from {sequence name: ``evaluate_clip`` result}.
+
+    Returns (global row {column: value} over ``GLOBAL_COLUMNS``, per-object rows
+    [(f"{sequence}_{k}", J mean, F mean)] in the order of the dict and of the objects).
+    """
+    overall = evaluate_benchmark(list(sequence_results.values()))
+    row = {"J&F-Mean": overall["J&F"]}
+    for key in ("J", "F"):
+        for stat, name in (("mean", "Mean"), ("recall", "Recall"), ("decay", "Decay")):
+            row[f"{key}-{name}"] = overall[key][stat]
+    per_object = []
+    for seq, res in sequence_results.items():
+        for k, obj in enumerate(res["objects"], start=1):
+            per_object.append((f"{seq}_{k}", obj["J"]["mean"], obj["F"]["mean"]))
+    return row, per_object
+
+
+def _fmt(v: float) -> str:
+    return "" if v != v else f"{v:.3f}"  # pandas writes NaN as an empty field
+
+
+def write_official_csv(folder: str, sequence_results: dict, image_set: str = "val") -> tuple[str, str]:
+    """Write folder/global_results-<image_set>.csv and folder/per-sequence_results-<image_set>.csv in
+    the official evaluation's layout (``GLOBAL_COLUMNS`` / ``SEQUENCE_COLUMNS``, "%.3f"), atomically.
+    Returns the two paths. (The official script, run on a folder holding these files, reads them back
+    as precomputed results instead of scoring the masks: remove them to have it score again.)"""
+    row, per_object = official_tables(sequence_results)
+    g_lines = [",".join(GLOBAL_COLUMNS), ",".join(_fmt(row[c]) for c in GLOBAL_COLUMNS)]
+    s_lines = [",".join(SEQUENCE_COLUMNS)] + [f"{n},{_fmt(j)},{_fmt(f)}" for n, j, f in per_object]
+    paths = []
+    os.makedirs(folder, exist_ok=True)
+    for name, lines in ((f"global_results-{image_set}.csv", g_lines),
+                        (f"per-sequence_results-{image_set}.csv", s_lines)):
+        path = os.path.join(folder, name)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".csv")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write("\n".join(lines) + "\n")
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        paths.append(path)
+    return paths[0], paths[1]

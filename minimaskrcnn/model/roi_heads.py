@@ -270,19 +270,22 @@ class RoIHeads(Module):
                             [f.shape for f in features]))
         return losses
 
-    def backward(self, dout=(1.0, 1.0, 1.0)):
+    def backward(self, dout=(1.0, 1.0, 1.0), features_grad: bool = True):
         """dout = upstream weights of (loss_classifier, loss_box_reg, loss_mask). Returns the
-        gradient of every pooled feature level."""
+        gradient of every pooled feature level; with ``features_grad=False`` (a frozen backbone, as
+        when fine-tuning the heads alone) the RoIAlign backward is skipped and None is returned."""
         (d_cls, d_reg), pool_cache, mask_cache, shapes = self._pop()
-        dfeat = [np.zeros(s, dtype=d_cls.dtype) for s in shapes]
+        dfeat = [np.zeros(s, dtype=d_cls.dtype) for s in shapes] if features_grad else None
         if mask_cache is not None:
             d_mask, mpool_cache = mask_cache
             d_pooled = self.mask_head.backward(self.mask_predictor.backward(d_mask * dout[2]))
-            for acc, g in zip(dfeat, multiscale_roi_align_backward(d_pooled, mpool_cache)):
-                acc += g
+            if features_grad:
+                for acc, g in zip(dfeat, multiscale_roi_align_backward(d_pooled, mpool_cache)):
+                    acc += g
         d_pooled = self.box_head.backward(self.box_predictor.backward((d_cls * dout[0], d_reg * dout[1])))
-        for acc, g in zip(dfeat, multiscale_roi_align_backward(d_pooled, pool_cache)):
-            acc += g
+        if features_grad:
+            for acc, g in zip(dfeat, multiscale_roi_align_backward(d_pooled, pool_cache)):
+                acc += g
         return dfeat
 
     def _forward_inference(self, features, proposals, image_sizes):

@@ -17,17 +17,19 @@ on a coarse level, doubled, is the starting point one level finer, where I1 is w
 the residual motion is solved for (a few iterations per level), followed by a 5×5 median filter of the
 flow that removes isolated outliers at motion boundaries (Sun, Roth & Black 2010).
 
-Hot loops (separable filtering, warping, the per-pixel 2×2 solves, the median) are Numba kernels. They
-run serially: one 128×128 frame is a few milliseconds of work, too little for threads to pay off;
-parallelism belongs a level up (clips).
+Hot loops (separable filtering, warping, the per-pixel 2×2 solves, the median) are Numba kernels,
+parallel over image rows (``prange``): at 854 × 480 a frame is worth spreading over the cores. Every
+row is independent, so the result does not depend on the number of threads. Large frames are best
+handled on a reduced copy (``working_factor``, ``downsample``, ``upsample_flow``).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-__all__ = ["lucas_kanade", "warp", "forward_backward_consistency", "to_float_image"]
+__all__ = ["lucas_kanade", "warp", "forward_backward_consistency", "to_float_image", "downsample",
+           "upsample_flow", "working_factor"]
 
 # Binomial 5-tap kernel: the Gaussian pyramid's anti-alias filter (Burt & Adelson).
 _PYR_KERNEL = np.array([1, 4, 6, 4, 1], np.float32) / 16
@@ -41,13 +43,13 @@ def _gaussian_kernel(sigma: float) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------- kernels
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _filter_rows(img, kernel):
     """Correlate every row of img (H, W, C) with kernel (odd length); borders replicate."""
     h, w, c = img.shape
     r = kernel.size // 2
     out = np.empty_like(img)
-    for y in range(h):
+    for y in prange(h):
         for x in range(w):
             for ch in range(c):
                 acc = 0.0
@@ -58,12 +60,12 @@ def _filter_rows(img, kernel):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _filter_cols(img, kernel):
     h, w, c = img.shape
     r = kernel.size // 2
     out = np.empty_like(img)
-    for y in range(h):
+    for y in prange(h):
         for x in range(w):
             for ch in range(c):
                 acc = 0.0
@@ -74,13 +76,13 @@ def _filter_cols(img, kernel):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _warp_kernel(img, flow):
     """out[y, x] = img(y + flow[y, x, 1], x + flow[y, x, 0]) bilinear; valid = sample inside the image."""
     h, w, c = img.shape
     out = np.empty((flow.shape[0], flow.shape[1], c), img.dtype)
     valid = np.empty((flow.shape[0], flow.shape[1]), np.bool_)
-    for y in range(flow.shape[0]):
+    for y in prange(flow.shape[0]):
         for x in range(flow.shape[1]):
             sx = x + flow[y, x, 0]
             sy = y + flow[y, x, 1]
@@ -101,7 +103,7 @@ def _warp_kernel(img, flow):
     return out, valid
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _lk_terms(i0, i1w):
     """Per-pixel products for the LK normal equations, summed over channels: (H, W, 5).
 
@@ -110,7 +112,7 @@ def _lk_terms(i0, i1w):
     """
     h, w, c = i0.shape
     out = np.zeros((h, w, 5), i0.dtype)
-    for y in range(h):
+    for y in prange(h):
         ym, yp = max(y - 1, 0), min(y + 1, h - 1)
         for x in range(w):
             xm, xp = max(x - 1, 0), min(x + 1, w - 1)
@@ -126,11 +128,11 @@ def _lk_terms(i0, i1w):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _lk_solve(sums, flow, ridge, max_step):
     """flow += −(A + ridge·I)⁻¹ b per pixel, A = [[s0, s1], [s1, s2]], b = (s3, s4); step clipped."""
     h, w = flow.shape[:2]
-    for y in range(h):
+    for y in prange(h):
         for x in range(w):
             a11 = sums[y, x, 0] + ridge
             a12 = sums[y, x, 1]
@@ -146,12 +148,12 @@ def _lk_solve(sums, flow, ridge, max_step):
             flow[y, x, 1] += dv
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _median5(flow):
     """5×5 median of each flow component (window clipped at the borders)."""
     h, w, c = flow.shape
     out = np.empty_like(flow)
-    for y in range(h):
+    for y in prange(h):
         buf = np.empty(25, flow.dtype)
         for x in range(w):
             for ch in range(c):
@@ -322,3 +324,72 @@ def forward_backward_consistency(flow_fw, flow_bw, alpha: float = 0.01, beta: fl
     lhs = (s**2).sum(-1)
     rhs = alpha * ((fw**2).sum(-1) + (wb**2).sum(-1)) + beta
     return (lhs < rhs) & inside
+
+
+# --------------------------------------------------------------------------------------------- scale
+def working_factor(shape, flow_size: int | None) -> int:
+    """Integer factor f ≥ 1 that brings the longer side of ``shape`` (H, W) to at most ``flow_size``
+    pixels (None: 1). Example: 854 × 480 with flow_size 320 → f = 3 (285 × 160); 128 × 128 → 1."""
+    if flow_size is None:
+        return 1
+    if int(flow_size) < 16:
+        raise ValueError(f"flow_size must be >= 16 pixels, got {flow_size}")
+    return max(1, int(np.ceil(max(shape[0], shape[1]) / int(flow_size))))
+
+
+def downsample(img: np.ndarray, f: int) -> np.ndarray:
+    """(H, W, C) float image → (ceil(H/f), ceil(W/f), C): the mean of each f × f block (the last row
+    and column of blocks replicate the border). f = 1 returns the image unchanged."""
+    if f == 1:
+        return img
+    h, w = img.shape[:2]
+    hc, wc = -(-h // f), -(-w // f)
+    padded = np.pad(img, ((0, hc * f - h), (0, wc * f - w), (0, 0)), mode="edge")
+    return np.ascontiguousarray(padded.reshape(hc, f, wc, f, -1).mean((1, 3)), dtype=np.float32)
+
+
+@njit(cache=True, parallel=True)
+def _upsample_flow_kernel(flow, f, h, w):
+    """Bilinear upsampling of a coarse flow by f: fine pixel centre x + ½ sits at coarse (x + ½)/f,
+    i.e. coarse pixel coordinate (x + ½)/f − ½; the vectors are multiplied by f."""
+    hc, wc = flow.shape[0], flow.shape[1]
+    out = np.empty((h, w, 2), np.float32)
+    for y in prange(h):
+        sy = min(max((y + 0.5) / f - 0.5, 0.0), hc - 1.0)
+        y0 = min(int(sy), max(hc - 2, 0))
+        y1 = min(y0 + 1, hc - 1)
+        fy = sy - y0
+        for x in range(w):
+            sx = min(max((x + 0.5) / f - 0.5, 0.0), wc - 1.0)
+            x0 = min(int(sx), max(wc - 2, 0))
+            x1 = min(x0 + 1, wc - 1)
+            fx = sx - x0
+            for c in range(2):
+                top = flow[y0, x0, c] * (1 - fx) + flow[y0, x1, c] * fx
+                bot = flow[y1, x0, c] * (1 - fx) + flow[y1, x1, c] * fx
+                out[y, x, c] = f * (top * (1 - fy) + bot * fy)
+    return out
+
+
+def _upsample_flow_reference(flow: np.ndarray, f: int, shape) -> np.ndarray:
+    """``_upsample_flow_kernel`` in NumPy: the coarse coordinates of every fine pixel centre, then
+    bilinear interpolation (``_resample``'s scheme with the factor f and the half-pixel offset)."""
+    hc, wc = flow.shape[:2]
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
+    sy = np.clip((yy + 0.5) / f - 0.5, 0, hc - 1)
+    sx = np.clip((xx + 0.5) / f - 0.5, 0, wc - 1)
+    y0 = np.minimum(sy.astype(np.int64), max(hc - 2, 0))
+    x0 = np.minimum(sx.astype(np.int64), max(wc - 2, 0))
+    y1, x1 = np.minimum(y0 + 1, hc - 1), np.minimum(x0 + 1, wc - 1)
+    fy, fx = (sy - y0)[..., None], (sx - x0)[..., None]
+    top = flow[y0, x0] * (1 - fx) + flow[y0, x1] * fx
+    bot = flow[y1, x0] * (1 - fx) + flow[y1, x1] * fx
+    return (f * (top * (1 - fy) + bot * fy)).astype(np.float32)
+
+
+def upsample_flow(flow: np.ndarray, f: int, shape) -> np.ndarray:
+    """A flow computed on ``downsample(·, f)`` images → (H, W, 2) flow of the full-size (H, W) frames."""
+    flow = _check_flow(flow, None)
+    if f == 1:
+        return flow
+    return _upsample_flow_kernel(flow, np.float32(f), int(shape[0]), int(shape[1]))

@@ -42,8 +42,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from minimaskrcnn.video.common import check_inputs, mask_iou
 from minimaskrcnn.video.flow import warp
-from minimaskrcnn.video.propagate import check_inputs, mask_iou
 from minimaskrcnn.weights import resolve_model
 
 __all__ = ["propagate_osvos", "finetune_first_frame", "augment_first_frame"]
@@ -122,15 +122,19 @@ def _source_classes(model, frame: np.ndarray, ids: np.ndarray, k: int) -> list[i
     return out
 
 
-def _relabelled_copy(model, source: list[int]):
+def _relabelled_copy(model, source: list[int], rois_per_image: int | None = None):
     """A copy of ``model`` with classes (background, object 1, ..., object K); object j's predictor
-    rows come from pretrained class source[j − 1]."""
+    rows come from pretrained class source[j − 1]; ``rois_per_image`` (optional) the RoI heads'
+    training sample per image."""
     from minimaskrcnn.config import with_overrides
     from minimaskrcnn.model import MaskRCNN
 
     k = len(source)
-    cfg = with_overrides(model.config, num_classes=k + 1,
-                         class_names=("background",) + tuple(f"object {j}" for j in range(1, k + 1)))
+    overrides = {"num_classes": k + 1,
+                 "class_names": ("background",) + tuple(f"object {j}" for j in range(1, k + 1))}
+    if rois_per_image is not None:
+        overrides["roi_heads.batch_size_per_image"] = int(rois_per_image)
+    cfg = with_overrides(model.config, **overrides)
     new = MaskRCNN(cfg, np.random.default_rng(0))
     rows = np.array([0] + list(source))
     state = {}
@@ -160,7 +164,7 @@ def finetune_first_frame(model, frame: np.ndarray, ids: np.ndarray, *, steps: in
     frame (H, W, 3) uint8, ids (H, W) ID map with objects 1..K all present. ``model`` is not changed.
     """
     from minimaskrcnn.model import MaskRCNN
-    from minimaskrcnn.model.sampler import BalancedPositiveNegativeSampler
+    from minimaskrcnn.model.transform import GeneralizedRCNNTransform
     from minimaskrcnn.nn.optim import SGD
 
     if not isinstance(model, MaskRCNN):
@@ -173,22 +177,22 @@ def finetune_first_frame(model, frame: np.ndarray, ids: np.ndarray, *, steps: in
     if unknown or not train_layers:
         raise ValueError(f"train_layers must be a non-empty subset of {TRAIN_LAYERS}, got {train_layers}")
     rng = np.random.default_rng(seed)
-    net = _relabelled_copy(model, _source_classes(model, frame, ids, k))
+    # One or two objects per image: a small RoI sample (the mask head's cost grows with the number of
+    # positive RoIs), set in the copy's config.
+    net = _relabelled_copy(model, _source_classes(model, frame, ids, k), rois_per_image=rois_per_image)
     # 2. augmented copies and their targets
     images, aug_ids = augment_first_frame(frame, ids, int(num_augment), rng, **(augment_options or {}))
     targets = [_targets(a, k) for a in aug_ids]
     # 3. frozen backbone and RPN: features and proposals once
     net.eval()
     with net.no_grad():
-        x, sizes, _, targets = net._transform()(list(images), targets)
+        transform = GeneralizedRCNNTransform(net.config.transform, net.dtype)
+        x, sizes, _, targets = transform(list(images), targets)
         levels = net.backbone(x)
         proposals, _ = net.rpn(levels, x.shape[-2:], sizes)
         features = levels[: net.backbone.pooled_levels]
     # 4. SGD on the RoI heads
     heads = net.roi_heads
-    # One or two objects per image: a small RoI sample (the mask head's cost grows with the number of
-    # positive RoIs).
-    heads.sampler = BalancedPositiveNegativeSampler(int(rois_per_image), heads.cfg.positive_fraction)
     modules = [net.rpn.head if name == "rpn" else getattr(heads, name) for name in train_layers]
     params = [p for mod in modules for p in mod.parameters()]
     opt = SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
@@ -211,7 +215,8 @@ def finetune_first_frame(model, frame: np.ndarray, ids: np.ndarray, *, steps: in
         _, roi_losses = heads([f[pick] for f in features], [proposals[i] for i in pick], batch_sizes,
                               batch_targets, rng)
         losses.update(roi_losses)
-        _heads_backward(heads)
+        # The backbone is frozen: the pooled features' gradients (RoIAlign's backward) are not needed.
+        heads.backward(features_grad=False)
         opt.step()
         history.append({name: float(v) for name, v in losses.items()})
         if log is not None:
@@ -220,15 +225,6 @@ def finetune_first_frame(model, frame: np.ndarray, ids: np.ndarray, *, steps: in
     net.rpn.clear_cache()
     net.eval()
     return net, history
-
-
-def _heads_backward(heads) -> None:
-    """``RoIHeads.backward`` without its last step: the backbone is frozen, so the gradients of the
-    pooled features (RoIAlign's backward scatter into the FPN maps) are not needed."""
-    (d_cls, d_reg), _, mask_cache, _ = heads._pop()
-    if mask_cache is not None:
-        heads.mask_head.backward(heads.mask_predictor.backward(mask_cache[0]))
-    heads.box_head.backward(heads.box_predictor.backward((d_cls, d_reg)))
 
 
 # --------------------------------------------------------------------------------------------- segment

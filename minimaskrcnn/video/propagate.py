@@ -1,6 +1,7 @@
-"""First-frame mask propagation: given the objects' masks in frame 0, segment every later frame.
+"""First-frame mask propagation without a learned model: "copy" and "flow".
 
-Every method has the same signature,
+Every propagation method (here, in ``video.embed``, ``video.redetect``, ``video.osvos``; the registry
+of all of them is ``video.methods``) has the same signature,
 
     masks = method(frames, first_mask, **options)
 
@@ -9,78 +10,30 @@ Every method has the same signature,
                 1..K the objects, every one of them present).
     masks:      (T, H, W) uint8 ID map, masks[0] equal to first_mask.
 
-The methods that need the trained detector live in their own modules and are listed here too
-(``DETECTOR_METHODS``; they take ``model=`` or ``checkpoint=``):
-
-    redetect  tracking by re-detection (``video.redetect``): Mask R-CNN detections in every frame,
-              associated to the objects by mask IoU with the flow prediction and by colour; identities
-              kept through occlusion and re-entry.
-    osvos     OSVOS-style (``video.osvos``): the detector's RoI heads fine-tuned on augmented copies of
-              the first frame, then every frame segmented on its own.
-
-The others need no learned model:
-
     copy   the first mask repeated — the floor any method must beat.
     flow   optical-flow warping of the previous frame's mask (backward warping with the flow from frame
            t to frame t−1, forward–backward consistency, re-thresholding by argmax), optionally refined
-           by per-object colour models where the flow is not trusted.
-    embed  nearest-neighbour matching of simple per-pixel features (colour, local colour statistics and
-           position) to labelled pixels of the first frame and of the previous prediction.
-
-``METHODS`` maps each name to its function; ``propagate(name, frames, first_mask, **options)`` calls it.
+           by per-object colour models where the flow is not trusted. ``FlowTracker`` is the same one
+           frame at a time, the motion model of ``redetect``.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from minimaskrcnn.video.flow import forward_backward_consistency, lucas_kanade, to_float_image, warp
+from minimaskrcnn.video.common import ColourModel, box_sum, check_inputs, near_boundary, one_hot
+from minimaskrcnn.video.flow import (
+    downsample,
+    forward_backward_consistency,
+    lucas_kanade,
+    to_float_image,
+    upsample_flow,
+    warp,
+    working_factor,
+)
 
-__all__ = ["METHODS", "propagate", "propagate_copy", "propagate_flow", "propagate_embed", "check_inputs",
-           "ColourModel", "FlowTracker", "dilate", "mask_iou",
-           "propagate_redetect", "propagate_osvos", "DETECTOR_METHODS"]
-
-
-def check_inputs(frames, first_mask) -> tuple[np.ndarray, np.ndarray, int]:
-    """Validate (frames, first_mask); return (frames, first_mask as uint8 ID map, K).
-
-    Raises TypeError / ValueError naming the argument: frames must be a (T, H, W, 3) uint8 array with
-    T ≥ 1; first_mask an (H, W) bool or integer array of the frames' size with IDs 0..255, at least one
-    object, and every ID 1..K present (an object with an empty first mask cannot be propagated).
-    """
-    if not isinstance(frames, np.ndarray):
-        raise TypeError(f"frames must be a numpy.ndarray, got {type(frames).__name__}")
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
-        raise ValueError(f"frames must have shape (T, H, W, 3) with T >= 1, got {frames.shape}")
-    if frames.dtype != np.uint8:
-        raise TypeError(f"frames must be uint8 RGB, got dtype {frames.dtype}")
-    if not isinstance(first_mask, np.ndarray):
-        raise TypeError(f"first_mask must be a numpy.ndarray, got {type(first_mask).__name__}")
-    if first_mask.shape != frames.shape[1:3]:
-        raise ValueError(f"first_mask must have the frames' size {frames.shape[1:3]} (H, W), got shape "
-                         f"{first_mask.shape}")
-    if first_mask.dtype == bool:
-        ids = first_mask.astype(np.uint8)
-    elif np.issubdtype(first_mask.dtype, np.integer):
-        if first_mask.min() < 0 or first_mask.max() > 255:
-            raise ValueError("first_mask IDs must lie in 0..255 (0 = background)")
-        ids = first_mask.astype(np.uint8)
-    else:
-        raise TypeError(f"first_mask must be bool or an integer ID map, got dtype {first_mask.dtype}")
-    k = int(ids.max())
-    if k == 0:
-        raise ValueError("first_mask is empty: there is no object to propagate")
-    present = np.bincount(ids.ravel(), minlength=k + 1)[1:] > 0
-    if not present.all():
-        missing = [int(i) + 1 for i in np.flatnonzero(~present)]
-        raise ValueError(f"first_mask has no pixel for object(s) {missing}; IDs must be 1..K, all present")
-    return frames, ids, k
-
-
-def _one_hot(ids: np.ndarray, k: int) -> np.ndarray:
-    """(H, W) ID map → (H, W, K+1) float32 one-hot, channel 0 = background."""
-    return (ids[..., None] == np.arange(k + 1)[None, None, :]).astype(np.float32)
+__all__ = ["propagate_copy", "propagate_flow", "FlowTracker"]
 
 
 # --------------------------------------------------------------------------------------------- copy
@@ -90,55 +43,21 @@ def propagate_copy(frames, first_mask) -> np.ndarray:
     return np.repeat(ids[None], frames.shape[0], axis=0)
 
 
-# --------------------------------------------------------------------------------------------- colour
-class ColourModel:
-    """Per-label colour histograms → posterior p(label | colour).
-
-    Colours are quantised to ``bins``³ cells; a small floor keeps unseen colours uninformative rather
-    than impossible. ``update`` blends in new counts with weight ``momentum`` so
-    the model can follow a slowly changing appearance.
-    """
-
-    def __init__(self, image: np.ndarray, ids: np.ndarray, num_labels: int, bins: int = 8):
-        self.bins = bins
-        self.num_labels = num_labels
-        self.hist = self._histograms(image, ids)
-
-    def _cells(self, image):
-        q = (image.astype(np.int64) * self.bins) // 256
-        return (q[..., 0] * self.bins + q[..., 1]) * self.bins + q[..., 2]
-
-    def _histograms(self, image, ids):
-        """(L, bins³) colour histograms, each normalised to sum 1 (all zero for an absent label)."""
-        cells = self._cells(image).ravel()
-        flat = ids.ravel().astype(np.int64) * self.bins**3 + cells
-        c = np.bincount(flat, minlength=self.num_labels * self.bins**3).astype(np.float64)
-        c = c.reshape(self.num_labels, self.bins**3)
-        return c / np.maximum(c.sum(1, keepdims=True), 1.0)
-
-    def update(self, image, ids, momentum: float = 0.1) -> None:
-        """Blend in the histograms of (image, ids) — any matching shapes, e.g. (N, 3) and (N,)."""
-        new = self._histograms(image, ids)
-        seen = new.sum(1) > 0  # a label absent from the new pixels keeps its histogram
-        self.hist[seen] = (1 - momentum) * self.hist[seen] + momentum * new[seen]
-
-    def posterior(self, image) -> np.ndarray:
-        """(H, W, L) p(label | colour) under equal label priors; a 1e-4 floor per cell (Laplace-like)."""
-        lik = (self.hist + 1e-4) / (1.0 + 1e-4 * self.hist.shape[1])
-        p = lik[:, self._cells(image)]  # (L, H, W)
-        p = p / p.sum(0, keepdims=True)
-        return np.moveaxis(p, 0, -1).astype(np.float32)
-
-
 # --------------------------------------------------------------------------------------------- flow
 def propagate_flow(frames, first_mask, *, motion: str = "affine", refine: bool = True,
                    refine_weight: float = 1.0, band: int = 2, fill: bool = True, sharpen: float = 1.0,
-                   levels: int | None = None, window_sigma: float = 2.0, iterations: int = 4) -> np.ndarray:
+                   levels: int | None = None, window_sigma: float = 2.0, iterations: int = 4,
+                   flow_size: int | None = 320) -> np.ndarray:
     """Propagate by warping the previous frame's labels with dense optical flow.
 
     For each frame t = 1..T−1:
       1. Flows both ways with pyramidal Lucas–Kanade: bw from frame t to frame t−1 (defined on frame
          t's grid, what backward warping needs) and fw from t−1 to t (only for the consistency check).
+         Frames whose longer side exceeds ``flow_size`` pixels get their flow on copies reduced by an
+         integer factor f (f × f block means; 854 × 480 → 285 × 160 at the default 320), upsampled
+         back bilinearly (vectors × f): the affine fit of step 2 needs the motion of the objects'
+         interiors, not per-pixel detail, and the flow's cost falls by f². 128 × 128 frames are not
+         reduced. None: always full resolution.
       2. Backward-warp the previous label probabilities P_{t−1} (one channel per label, bilinear;
          frame 0's one-hot labels to start):
          motion="dense": P_t(x) = P_{t−1}(x + bw(x)) with the per-pixel flow;
@@ -164,13 +83,13 @@ def propagate_flow(frames, first_mask, *, motion: str = "affine", refine: bool =
          the thresholded labels would round every frame's motion to whole pixels — a 0.7 px/frame
          motion would become 1 px/frame, an error that grows with every frame. (Sharpening towards a
          hard step brings that rounding back, which is why it is off by default.)
-    Options: motion, refine, refine_weight, band, fill, sharpen as above; levels / window_sigma /
-    iterations are passed to ``lucas_kanade``.
+    Options: motion, refine, refine_weight, band, fill, sharpen, flow_size as above; levels /
+    window_sigma / iterations are passed to ``lucas_kanade``.
     """
     frames, ids, k = check_inputs(frames, first_mask)
     tracker = FlowTracker(frames[0], ids, motion=motion, refine=refine, refine_weight=refine_weight,
                           band=band, fill=fill, sharpen=sharpen, levels=levels, window_sigma=window_sigma,
-                          iterations=iterations)
+                          iterations=iterations, flow_size=flow_size)
     out = np.zeros(frames.shape[:3], np.uint8)
     out[0] = ids
     for t in range(1, frames.shape[0]):
@@ -191,7 +110,8 @@ class FlowTracker:
 
     def __init__(self, frame0: np.ndarray, ids: np.ndarray, *, motion: str = "affine", refine: bool = True,
                  refine_weight: float = 1.0, band: int = 2, fill: bool = True, sharpen: float = 1.0,
-                 levels: int | None = None, window_sigma: float = 2.0, iterations: int = 4):
+                 levels: int | None = None, window_sigma: float = 2.0, iterations: int = 4,
+                 flow_size: int | None = 320):
         if motion not in ("affine", "dense"):
             raise ValueError(f"motion must be 'affine' or 'dense', got {motion!r}")
         k = int(ids.max())
@@ -201,26 +121,31 @@ class FlowTracker:
             # How much to trust colour: its accuracy a on frame 0's own boundary band. Below 90 % it would
             # flip more boundary pixels wrongly than rightly, so it gets no say; the weight then grows
             # linearly to the full refine_weight at 100 %.
-            band0 = _near_boundary(ids, band)
+            band0 = near_boundary(ids, band)
             accuracy = np.mean(self.colour.posterior(frame0)[band0].argmax(-1) == ids[band0])
             refine_weight = refine_weight * float(np.clip((accuracy - 0.9) / 0.1, 0.0, 1.0))
             refine = refine_weight > 0
         self.refine, self.refine_weight = refine, refine_weight
         self.lk = dict(levels=levels, window_sigma=window_sigma, iterations=iterations)
-        self.prev_img = to_float_image(frame0)
-        self.prev_probs = _one_hot(ids, k)
+        self.factor = working_factor(ids.shape, flow_size)
+        self.prev_img = downsample(to_float_image(frame0), self.factor)
+        self.prev_probs = one_hot(ids, k)
         self.prev_labels = ids.astype(np.uint8)
         self._pending = None
 
     def predict(self, frame: np.ndarray) -> np.ndarray:
         """Steps 1–4 for the next frame: the (H, W, K+1) label probabilities warped from the state."""
-        img = to_float_image(frame)
-        bw = lucas_kanade(img, self.prev_img, **self.lk)
-        fw = lucas_kanade(self.prev_img, img, **self.lk)
-        trusted = forward_backward_consistency(bw, fw)
+        img = downsample(to_float_image(frame), self.factor)
+        shape = frame.shape[:2]
+        # Flows and their consistency on the working grid (full size unless reduced by ``factor``);
+        # flows upsampled bilinearly, consistency masks by nearest neighbour.
+        bw_s = lucas_kanade(img, self.prev_img, **self.lk)
+        fw_s = lucas_kanade(self.prev_img, img, **self.lk)
+        trusted = _upsample_mask(forward_backward_consistency(bw_s, fw_s), self.factor, shape)
+        bw, fw = upsample_flow(bw_s, self.factor, shape), upsample_flow(fw_s, self.factor, shape)
         if self.motion == "affine":
-            probs, inside = _warp_affine(self.prev_probs, self.prev_labels, fw,
-                                         forward_backward_consistency(fw, bw), bw)
+            fw_ok = _upsample_mask(forward_backward_consistency(fw_s, bw_s), self.factor, shape)
+            probs, inside = _warp_affine(self.prev_probs, self.prev_labels, fw, fw_ok, bw)
         else:
             probs, inside = warp(self.prev_probs, bw)
         trusted &= inside
@@ -229,11 +154,11 @@ class FlowTracker:
         if self.refine:
             # Product of experts near the boundary: a 3×3-softened spatial prior times the colour
             # posterior to the power refine_weight (an uninformative colour changes nothing).
-            near = _near_boundary(probs.argmax(-1), self.band)
-            soft = _box_sum(probs, 1) / _box_sum(np.ones(probs.shape[:2], np.float32), 1)[..., None]
-            fused = soft * self.colour.posterior(frame) ** self.refine_weight
+            # Computed on the band's pixels only (the rest of the frame keeps its warped votes).
+            near = near_boundary(probs.argmax(-1), self.band)
+            fused = _box3_mean_at(probs, near) * self.colour.posterior(frame[near]) ** self.refine_weight
             fused /= fused.sum(-1, keepdims=True)
-            probs[near] = fused[near]
+            probs[near] = fused
         self._pending = (img, trusted)
         return probs
 
@@ -250,7 +175,7 @@ class FlowTracker:
         self.prev_probs = probs.astype(np.float32)
         labels = probs.argmax(-1).astype(np.uint8)
         if self.refine:
-            confident = trusted & ~_near_boundary(labels, self.band)
+            confident = trusted & ~near_boundary(labels, self.band)
             self.colour.update(frame[confident], labels[confident], momentum=0.05)
         self.prev_img = img
         self.prev_labels = labels
@@ -297,35 +222,80 @@ def _warp_affine(prev_probs: np.ndarray, prev: np.ndarray, fw: np.ndarray, fw_ok
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     grid = np.stack([xx, yy], -1)
     probs = np.zeros((h, w, k + 1), np.float32)
-    dense, inside = warp(prev_probs, bw)
+    sx, sy = xx + bw[..., 0], yy + bw[..., 1]
+    inside = (sx >= 0) & (sx <= w - 1) & (sy >= 0) & (sy <= h - 1)  # as ``warp``'s valid flag
+    dense = None
     for obj in range(1, k + 1):
         mask = prev == obj
-        interior = mask & ~_near_boundary(mask.astype(np.uint8), 2) & fw_ok
+        interior = mask & ~near_boundary(mask.astype(np.uint8), 2) & fw_ok
         m = None
         if interior.sum() >= 12:
             src = grid[interior]
             m = _fit_affine(src, src + fw[interior])
         if m is None or abs(np.linalg.det(m[:, :2])) < 1e-3:
+            if dense is None:
+                dense = warp(prev_probs, bw)[0]
             probs[..., obj] = dense[..., obj]
             continue
-        # Backward warp: the source of pixel x of frame t is A⁻¹(x − c) in frame t−1.
+        # Backward warp: the source of pixel x of frame t is A⁻¹(x − c) in frame t−1 (bilinear,
+        # border replicated: ``_affine_warp_reference`` is the same in NumPy).
         a_inv = np.linalg.inv(m[:, :2])
-        source = (grid - m[:, 2]) @ a_inv.T
-        probs[..., obj] = warp(prev_probs[..., obj], (source - grid).astype(np.float32))[0]
+        channel = np.ascontiguousarray(prev_probs[..., obj])
+        probs[..., obj] = _affine_warp_kernel(channel, a_inv, m[:, 2].copy())
     probs[..., 0] = np.clip(1.0 - probs[..., 1:].sum(-1), 0.0, 1.0)
     return probs, inside
 
 
-def _box_sum(a: np.ndarray, r: int) -> np.ndarray:
-    """Sum of a (H, W, ...) over the (2r+1)² window around each pixel (window clipped at borders)."""
-    h, w = a.shape[:2]
-    c = np.zeros((h + 1, w + 1) + a.shape[2:], np.float64)
-    c[1:, 1:] = a.cumsum(0).cumsum(1)
-    y0 = np.clip(np.arange(h) - r, 0, h)
-    y1 = np.clip(np.arange(h) + r + 1, 0, h)
-    x0 = np.clip(np.arange(w) - r, 0, w)
-    x1 = np.clip(np.arange(w) + r + 1, 0, w)
-    return (c[y1][:, x1] - c[y0][:, x1] - c[y1][:, x0] + c[y0][:, x0]).astype(np.float32)
+def _affine_warp_reference(channel: np.ndarray, a_inv: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """out(x) = channel(A⁻¹(x − c)), bilinear with the border replicated; (H, W) float32 → (H, W)."""
+    h, w = channel.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    grid = np.stack([xx, yy], -1)
+    source = (grid - c) @ a_inv.T
+    return warp(channel, (source - grid).astype(np.float32))[0]
+
+
+@njit(cache=True, parallel=True)
+def _affine_warp_kernel(channel, a_inv, c):
+    """``_affine_warp_reference`` as a loop over the pixels (no (H, W, 2) coordinate arrays)."""
+    h, w = channel.shape
+    out = np.empty((h, w), np.float32)
+    for y in prange(h):
+        for x in range(w):
+            dx, dy = x - c[0], y - c[1]
+            sx = min(max(a_inv[0, 0] * dx + a_inv[0, 1] * dy, 0.0), w - 1.0)
+            sy = min(max(a_inv[1, 0] * dx + a_inv[1, 1] * dy, 0.0), h - 1.0)
+            x0 = min(int(np.floor(sx)), w - 2) if w > 1 else 0
+            y0 = min(int(np.floor(sy)), h - 2) if h > 1 else 0
+            fx, fy = np.float32(sx - x0), np.float32(sy - y0)
+            x1, y1 = min(x0 + 1, w - 1), min(y0 + 1, h - 1)
+            top = channel[y0, x0] * (1 - fx) + channel[y0, x1] * fx
+            bot = channel[y1, x0] * (1 - fx) + channel[y1, x1] * fx
+            out[y, x] = top * (1 - fy) + bot * fy
+    return out
+
+
+def _upsample_mask(mask: np.ndarray, f: int, shape) -> np.ndarray:
+    """Nearest-neighbour upsampling of a working-grid (ceil(H/f), ceil(W/f)) bool mask to (H, W)."""
+    if f == 1:
+        return mask
+    return np.repeat(np.repeat(mask, f, 0), f, 1)[: shape[0], : shape[1]]
+
+
+def _box3_mean_at(probs: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """(N, L) mean of probs (H, W, L) over the 3×3 window (clipped at the borders) around each of the
+    N pixels where ``where`` (H, W) is True — ``box_sum(probs, 1) / box_sum(1, 1)`` at those pixels."""
+    h, w = where.shape
+    ys, xs = np.nonzero(where)
+    acc = np.zeros((ys.size, probs.shape[-1]), np.float64)
+    count = np.zeros(ys.size, np.float64)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            y, x = ys + dy, xs + dx
+            ok = (y >= 0) & (y < h) & (x >= 0) & (x < w)
+            acc[ok] += probs[y[ok], x[ok]]
+            count += ok
+    return (acc / count[:, None]).astype(np.float32)
 
 
 def _fill_untrusted(probs: np.ndarray, trusted: np.ndarray, radius: int = 3, rounds: int = 4) -> np.ndarray:
@@ -341,194 +311,10 @@ def _fill_untrusted(probs: np.ndarray, trusted: np.ndarray, radius: int = 3, rou
     for _ in range(rounds):
         if not todo.any():
             break
-        den = _box_sum(weight, r)
-        num = _box_sum(probs * weight[..., None], r)
+        den = box_sum(weight, r)
+        num = box_sum(probs * weight[..., None], r)
         fill = todo & (den > 0)
         probs[fill] = num[fill] / den[fill][:, None]
         todo &= ~fill
         r *= 2
     return probs
-
-
-def mask_iou(masks: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(D,) IoU of each of masks (D, H, W) bool with mask (H, W) bool; 0 where both are empty."""
-    inter = (masks & mask).sum((1, 2))
-    union = (masks | mask).sum((1, 2))
-    return inter / np.maximum(union, 1)
-
-
-def dilate(mask: np.ndarray, r: int) -> np.ndarray:
-    """(H, W) bool mask grown by ``r`` pixels (chessboard distance)."""
-    out = mask.copy()
-    h, w = mask.shape
-    for dy in range(-r, r + 1):
-        for dx in range(-r, r + 1):
-            ys, ye = max(0, -dy), min(h, h - dy)
-            xs, xe = max(0, -dx), min(w, w - dx)
-            out[ys:ye, xs:xe] |= mask[ys + dy : ye + dy, xs + dx : xe + dx]
-    return out
-
-
-def _near_boundary(labels: np.ndarray, band: int) -> np.ndarray:
-    """(H, W) bool: pixels within ``band`` pixels (chessboard distance) of a label change."""
-    edge = np.zeros(labels.shape, bool)
-    edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
-    edge[:, :-1] |= labels[:, 1:] != labels[:, :-1]
-    edge[1:, :] |= labels[1:, :] != labels[:-1, :]
-    edge[:-1, :] |= labels[1:, :] != labels[:-1, :]
-    return dilate(edge, band)
-
-
-# --------------------------------------------------------------------------------------------- embed
-@njit(cache=True)
-def _global_distances(query, ref, ref_label, num_labels):
-    """(N, L) smallest squared feature distance from each query row to a reference row of each label
-    (inf for a label without references). query (N, D), ref (M, D), ref_label (M,) in 0..L−1."""
-    n, d = query.shape
-    out = np.full((n, num_labels), np.inf)
-    for i in range(n):
-        for j in range(ref.shape[0]):
-            acc = 0.0
-            for c in range(d):
-                diff = query[i, c] - ref[j, c]
-                acc += diff * diff
-            lab = ref_label[j]
-            if acc < out[i, lab]:
-                out[i, lab] = acc
-    return out
-
-
-@njit(cache=True)
-def _local_distances(query, prev, prev_label, num_labels, radius, pos_weight):
-    """(h, w, L) smallest feature + position distance to the previous frame's pixels of each label
-    within a (2·radius+1)² window: |f_q − f_p|² + pos_weight·(dy² + dx²). query, prev (h, w, D)."""
-    h, w, d = query.shape
-    out = np.full((h, w, num_labels), np.inf)
-    for y in range(h):
-        for x in range(w):
-            for yy in range(max(y - radius, 0), min(y + radius + 1, h)):
-                for xx in range(max(x - radius, 0), min(x + radius + 1, w)):
-                    acc = pos_weight * ((yy - y) ** 2 + (xx - x) ** 2)
-                    for c in range(d):
-                        diff = query[y, x, c] - prev[yy, xx, c]
-                        acc += diff * diff
-                    lab = prev_label[yy, xx]
-                    if acc < out[y, x, lab]:
-                        out[y, x, lab] = acc
-    return out
-
-
-def _pixel_features(frame: np.ndarray, stride: int) -> np.ndarray:
-    """(h, w, 7) features of an (H, W, 3) uint8 frame averaged over stride×stride cells: colour (0..1)
-    and the 5×5-neighbourhood mean colour and intensity spread (a crude texture descriptor)."""
-    img = frame.astype(np.float32) / 255.0
-    h, w = img.shape[0] // stride, img.shape[1] // stride
-    img = img[: h * stride, : w * stride].reshape(h, stride, w, stride, 3).mean((1, 3))
-    ones = _box_sum(np.ones((h, w), np.float32), 2)[..., None]
-    mean = _box_sum(img, 2) / ones
-    grey = img.mean(-1)
-    spread = np.sqrt(np.maximum(_box_sum(grey**2, 2) / ones[..., 0] - (_box_sum(grey, 2) / ones[..., 0]) ** 2,
-                                0.0))
-    return np.concatenate([img, 0.5 * mean, 2.0 * spread[..., None]], -1).astype(np.float64)
-
-
-def _upsample_labels(scores: np.ndarray, shape: tuple[int, int], stride: int) -> np.ndarray:
-    """Nearest-cell upsampling of (h, w, L) scores to (H, W, L); pixels past the last cell repeat it."""
-    h, w = scores.shape[:2]
-    ys = np.minimum(np.arange(shape[0]) // stride, h - 1)
-    xs = np.minimum(np.arange(shape[1]) // stride, w - 1)
-    return scores[ys][:, xs]
-
-
-def propagate_embed(frames, first_mask, *, stride: int = 2, refs_per_label: int = 1500,
-                    radius: int = 6, pos_weight: float = 0.002, global_penalty: float = 0.01,
-                    temperature: float = 0.01, local_background: bool = True, seed: int = 0) -> np.ndarray:
-    """Nearest-neighbour matching of pixel features to the first frame and the previous prediction.
-
-    No learned network: a pixel's "embedding" is its colour, its neighbourhood's mean colour and its
-    intensity spread (``_pixel_features``), on a grid of stride×stride cells. For each frame t and each
-    label (background and every object), in the spirit of FEELVOS's global and local matching:
-      1. global distance: to the nearest first-frame pixel of that label (up to ``refs_per_label``
-         pixels per label, drawn with ``seed``) — finds the object anywhere, e.g. after re-entry;
-      2. local distance: to the nearest pixel of that label in the previous prediction within
-         ``radius`` cells, plus pos_weight·(cell distance)² — follows the object and keeps look-alike
-         distractors, which were background a frame ago, in the background;
-      3. d_label = min(global + global_penalty, local) (the background's local term can be switched
-         off with local_background=False: re-entering objects are then less easily absorbed into the
-         background, but look-alike distractors are no longer held there); scores
-         exp(−d / temperature); each cell takes the best label, and pixels take their cell's label.
-    Limits: an object that re-appears next to background of a similar colour is taken for that
-    background and, once labelled so, the local term keeps it there; appearance changes drift away
-    from the first frame's references.
-    """
-    frames, ids, k = check_inputs(frames, first_mask)
-    if int(stride) < 1 or int(radius) < 1:
-        raise ValueError(f"stride and radius must be >= 1, got {stride} and {radius}")
-    t_len, height, width = frames.shape[:3]
-    stride = int(stride)
-    if height // stride < 2 or width // stride < 2:
-        raise ValueError(f"frames of {height}×{width} are too small for stride {stride}")
-    rng = np.random.default_rng(seed)
-    out = np.zeros(frames.shape[:3], np.uint8)
-    out[0] = ids
-
-    feat0 = _pixel_features(frames[0], stride)
-    h, w = feat0.shape[:2]
-    lab0 = _cell_labels(ids, stride, k)  # majority label of each cell
-    ref_f, ref_l = [], []
-    for label in range(k + 1):
-        where = np.flatnonzero(lab0.ravel() == label)
-        if where.size > refs_per_label:
-            where = rng.choice(where, refs_per_label, replace=False)
-        ref_f.append(feat0.reshape(-1, feat0.shape[-1])[where])
-        ref_l.append(np.full(where.size, label, np.int64))
-    ref_f, ref_l = np.concatenate(ref_f), np.concatenate(ref_l)
-
-    prev_f, prev_l = feat0, lab0
-    for t in range(1, t_len):
-        f = _pixel_features(frames[t], stride)
-        d_global = _global_distances(f.reshape(-1, f.shape[-1]), ref_f, ref_l, k + 1).reshape(h, w, k + 1)
-        d_local = _local_distances(f, prev_f, prev_l, k + 1, int(radius), float(pos_weight))
-        d = np.minimum(d_global + global_penalty, d_local)
-        if not local_background:
-            d[..., 0] = d_global[..., 0]
-        scores = np.exp(-(d - d.min(-1, keepdims=True)) / temperature)
-        lab = scores.argmax(-1).astype(np.int64)
-        out[t] = _upsample_labels(scores, (height, width), stride).argmax(-1)
-        prev_f, prev_l = f, lab
-    return out
-
-
-def _cell_labels(ids: np.ndarray, stride: int, k: int) -> np.ndarray:
-    """(h, w) majority label of each stride×stride cell of an (H, W) ID map."""
-    h, w = ids.shape[0] // stride, ids.shape[1] // stride
-    cells = ids[: h * stride, : w * stride].reshape(h, stride, w, stride)
-    votes = np.stack([(cells == label).sum((1, 3)) for label in range(k + 1)], -1)
-    return votes.argmax(-1).astype(np.int64)
-
-
-def propagate_redetect(frames, first_mask, **options) -> np.ndarray:
-    """Tracking by re-detection with the trained Mask R-CNN: see ``minimaskrcnn.video.redetect``."""
-    from minimaskrcnn.video.redetect import propagate_redetect as method
-
-    return method(frames, first_mask, **options)
-
-
-def propagate_osvos(frames, first_mask, **options) -> np.ndarray:
-    """OSVOS-style first-frame fine-tuning of the Mask R-CNN heads: see ``minimaskrcnn.video.osvos``."""
-    from minimaskrcnn.video.osvos import propagate_osvos as method
-
-    return method(frames, first_mask, **options)
-
-
-METHODS = {"copy": propagate_copy, "flow": propagate_flow, "embed": propagate_embed,
-           "redetect": propagate_redetect, "osvos": propagate_osvos}
-# Methods that need the trained detector (``model=`` or ``checkpoint=``).
-DETECTOR_METHODS = ("redetect", "osvos")
-
-
-def propagate(method: str, frames, first_mask, **options) -> np.ndarray:
-    """Run the propagation method named ``method`` (a key of ``METHODS``)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; available: {', '.join(sorted(METHODS))}")
-    return METHODS[method](frames, first_mask, **options)

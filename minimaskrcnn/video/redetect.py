@@ -7,7 +7,7 @@ The detector sees every frame on its own and knows nothing of the objects; the f
 (``propagate.FlowTracker``, the "flow" method) knows where each object was a frame ago but cannot tell
 that it has been covered up or has left the frame, and once it has lost an object it never finds it
 again. Each object keeps an appearance model — the colour histogram of its pixels in frame 0, and the
-background's (``propagate.ColourModel``, 8³ bins) — and a state, *visible* or *absent*. For each frame t:
+background's (``common.ColourModel``, 8³ bins) — and a state, *visible* or *absent*. For each frame t:
 
 1. Detect: the model's detections with score ≥ ``score_thresh`` and at least ``min_area`` pixels
    (the detector was trained on plain shapes and fires on textured background too, so the score
@@ -53,7 +53,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from minimaskrcnn.video.propagate import ColourModel, FlowTracker, check_inputs, dilate, mask_iou
+from minimaskrcnn.video.common import ColourModel, check_inputs, dilate, mask_iou
+from minimaskrcnn.video.propagate import FlowTracker
 from minimaskrcnn.weights import resolve_model
 
 __all__ = ["propagate_redetect", "bhattacharyya"]

@@ -28,14 +28,13 @@ radii are in pixels.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["ATTRIBUTES", "SCENARIOS", "Clip", "make_clip", "make_benchmark", "write_davis", "read_davis",
-           "davis_palette"]
+from minimaskrcnn.video.davis_io import write_davis_sequence
+
+__all__ = ["ATTRIBUTES", "SCENARIOS", "Clip", "make_clip", "make_benchmark", "write_davis"]
 
 ATTRIBUTES = ("occlusion", "fast_motion", "distractors", "appearance_change", "scale_variation",
               "out_of_view")
@@ -364,70 +363,10 @@ def make_benchmark(num_clips: int = 30, seed: int = 0, image_size: int = 128):
 
 
 # ------------------------------------------------------------------------------------------- DAVIS files
-def davis_palette() -> list[int]:
-    """The 256-colour PASCAL VOC palette DAVIS annotations use (1 = dark red, 2 = green, ...), flat RGB."""
-    pal = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for j in range(8):  # spread the bits of the index over the high bits of r, g, b
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal += [r, g, b]
-    return pal
-
-
-def _save_atomic(img, path: str) -> None:
-    folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".png")
-    os.close(fd)
-    try:
-        img.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def write_davis(clip: Clip, folder: str) -> str:
-    """Write a clip in the DAVIS layout and return the sequence name.
-
-    folder/JPEGImages/<name>/00000.png ...  the RGB frames (PNG: lossless, unlike DAVIS's JPEG)
-    folder/Annotations/<name>/00000.png ... indexed PNGs, pixel value = object ID, VOC palette
-    """
-    from PIL import Image
-
-    img_dir = os.path.join(folder, "JPEGImages", clip.name)
-    ann_dir = os.path.join(folder, "Annotations", clip.name)
-    os.makedirs(img_dir, exist_ok=True)
-    os.makedirs(ann_dir, exist_ok=True)
-    palette = davis_palette()
-    for t in range(clip.frames.shape[0]):
-        _save_atomic(Image.fromarray(clip.frames[t], mode="RGB"), os.path.join(img_dir, f"{t:05d}.png"))
-        ann = Image.fromarray(clip.ids[t], mode="P")
-        ann.putpalette(palette)
-        _save_atomic(ann, os.path.join(ann_dir, f"{t:05d}.png"))
+def write_davis(clip: Clip, root: str, resolution: str = "480p", jpeg_quality: int | None = 90) -> str:
+    """Write a clip in the DAVIS layout (``davis_io.write_davis_sequence``) and return its name:
+    ROOT/JPEGImages/<res>/<name>/00000.jpg ... and ROOT/Annotations/<res>/<name>/00000.png ... (indexed,
+    DAVIS palette). ``jpeg_quality=None`` writes lossless PNG frames instead of JPEG."""
+    write_davis_sequence(root, clip.name, clip.frames, clip.ids, resolution=resolution,
+                         jpeg_quality=jpeg_quality)
     return clip.name
-
-
-def read_davis(folder: str, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read a sequence written by ``write_davis``: (frames (T, H, W, 3) uint8, ids (T, H, W) uint8)."""
-    from PIL import Image
-
-    img_dir = os.path.join(folder, "JPEGImages", name)
-    ann_dir = os.path.join(folder, "Annotations", name)
-    files = sorted(f for f in os.listdir(ann_dir) if f.endswith(".png"))
-    if not files:
-        raise ValueError(f"no annotation PNG in {ann_dir}")
-    frames, ids = [], []
-    for f in files:
-        with Image.open(os.path.join(ann_dir, f)) as a:
-            if a.mode != "P":
-                raise ValueError(f"{f}: annotations must be indexed (palette) PNGs, got mode {a.mode}")
-            ids.append(np.array(a))
-        with Image.open(os.path.join(img_dir, f)) as im:
-            frames.append(np.array(im.convert("RGB")))
-    return np.stack(frames), np.stack(ids)

@@ -6,14 +6,10 @@ import numpy as np
 import pytest
 
 from minimaskrcnn.evaluation.davis import evaluate_benchmark, evaluate_clip, jaccard
-from minimaskrcnn.video.propagate import (
-    METHODS,
-    ColourModel,
-    propagate,
-    propagate_copy,
-    propagate_embed,
-    propagate_flow,
-)
+from minimaskrcnn.video.common import ColourModel
+from minimaskrcnn.video.embed import propagate_embed
+from minimaskrcnn.video.methods import METHODS, propagate
+from minimaskrcnn.video.propagate import propagate_copy, propagate_flow
 from minimaskrcnn.video.synthetic import make_clip
 
 H = W = 96

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from minimaskrcnn.evaluation.davis import jaccard
+from minimaskrcnn.video.methods import METHODS, propagate
 from minimaskrcnn.video.osvos import (
     _relabelled_copy,
     augment_first_frame,
     finetune_first_frame,
     propagate_osvos,
 )
-from minimaskrcnn.video.propagate import METHODS, propagate
 from minimaskrcnn.video.redetect import bhattacharyya, propagate_redetect
 from minimaskrcnn.video.synthetic import make_clip
 from minimaskrcnn.weights import resolve_model
@@ -166,6 +166,30 @@ def test_relabelled_copy_takes_rows_of_the_source_classes(shapes_model):
     mask = "roi_heads.mask_predictor.mask_fcn_logits.bias"
     assert np.array_equal(b[mask], a[mask][[0, 3, 1]])
     assert np.array_equal(a["backbone.body.conv1.weight"], b["backbone.body.conv1.weight"])
+
+
+def test_heads_backward_without_feature_gradients_gives_the_same_parameter_gradients(shapes_model):
+    """osvos trains the RoI heads through public methods only: the sample size comes from the copy's
+    config, and ``RoIHeads.backward(features_grad=False)`` skips RoIAlign's backward, nothing else."""
+    clip = make_clip(7, num_frames=8)
+    net = _relabelled_copy(shapes_model, [1, 2], rois_per_image=16)
+    assert net.config.roi_heads.batch_size_per_image == 16
+    from minimaskrcnn.datasets.shapes import masks_to_boxes
+
+    masks = np.stack([clip.ids[0] == j for j in (1, 2)])
+    target = {"boxes": masks_to_boxes(masks), "labels": np.array([1, 2]), "masks": masks}
+    grads = []
+    for flag in (True, False):
+        net.clear_cache()
+        for p in net.parameters():
+            p.grad[...] = 0
+        net.forward_train([clip.frames[0]], [target], np.random.default_rng(0))
+        out = net.roi_heads.backward(features_grad=flag)
+        assert (out is None) == (not flag)
+        grads.append({n: p.grad.copy() for n, p in net.named_parameters() if n.startswith("roi_heads.")})
+    net.clear_cache()
+    assert all(np.array_equal(grads[0][n], grads[1][n]) for n in grads[0])
+    assert any(np.abs(g).sum() > 0 for g in grads[0].values())
 
 
 def test_finetune_lowers_the_loss_and_leaves_the_model_alone(shapes_model):

@@ -8,11 +8,8 @@ import pytest
 from minimaskrcnn.video.synthetic import (
     ATTRIBUTES,
     SCENARIOS,
-    davis_palette,
     make_benchmark,
     make_clip,
-    read_davis,
-    write_davis,
 )
 
 
@@ -119,19 +116,3 @@ def test_benchmark_generator_and_bad_input():
         make_clip(0, num_frames=3)
     with pytest.raises(ValueError, match="num_clips"):
         next(make_benchmark(0))
-
-
-def test_davis_files_round_trip(tmp_path):
-    from PIL import Image
-
-    clip = make_clip(1, seed=0, num_frames=10)
-    name = write_davis(clip, str(tmp_path))
-    frames, ids = read_davis(str(tmp_path), name)
-    np.testing.assert_array_equal(frames, clip.frames)
-    np.testing.assert_array_equal(ids, clip.ids)
-    with Image.open(tmp_path / "Annotations" / name / "00000.png") as a:
-        assert a.mode == "P"
-        assert a.getpalette()[3:6] == [128, 0, 0]  # object 1 is dark red, as in DAVIS
-    assert davis_palette()[6:9] == [0, 128, 0]
-    assert sorted(p.name for p in (tmp_path / "JPEGImages" / name).iterdir())[-1] == "00009.png"
-    assert not [p for p in tmp_path.rglob("*") if p.is_file() and not p.name[:5].isdigit()]

@@ -75,3 +75,16 @@ def test_run_benchmark_with_the_detector_on_a_short_clip():
     assert pred.shape == clip.ids.shape
     assert res["redetect"]["J&F"] == pytest.approx(evaluate_benchmark([evaluate_clip(clip.ids, pred)])["J&F"])
     assert 0 <= res["redetect"]["J&F"] <= 1
+
+
+def test_speed_rows_and_photo_split(capsys):
+    from minimaskrcnn.video.benchmark import measure_speed
+
+    rows = measure_speed(["copy", "flow"], num_frames=8, sizes=((64, 96),))
+    assert [r["method"] for r in rows] == ["copy", "flow", "flow@full"]
+    assert all(r["size"] == (64, 96) and r["fps"] > 0 for r in rows)
+    res = run_benchmark(["copy"], num_clips=2, split="photo", num_frames=8)
+    assert len(res["copy"]["per_clip"]) == 2 and res["copy"]["fps"] > 0
+    assert all(name.startswith("photo2000_") for name in res["copy"]["per_clip"])
+    with pytest.raises(ValueError, match="split"):
+        run_benchmark(["copy"], num_clips=1, split="nope")
