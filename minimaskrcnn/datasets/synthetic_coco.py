@@ -62,10 +62,14 @@ _PHOTO_CACHE: dict = {}
 
 
 def _photo_paths() -> list[Path]:
-    import matplotlib
-    import skimage.data
+    import importlib.util
 
-    found = [Path(skimage.data.__file__).parent / n for n in _SKIMAGE_PHOTOS]
+    import matplotlib
+
+    found = []
+    spec = importlib.util.find_spec("skimage")  # optional: the [test] and [notebooks] extras bring it
+    if spec is not None and spec.submodule_search_locations:
+        found += [Path(spec.submodule_search_locations[0]) / "data" / n for n in _SKIMAGE_PHOTOS]
     found += [Path(matplotlib.get_data_path()) / "sample_data" / n for n in _MATPLOTLIB_PHOTOS]
     found = [p for p in found if p.is_file()]
     if not found:

@@ -85,7 +85,7 @@ def photo_names() -> list[str]:
     """The photographs available in this installation (scikit-image's need the [test] extra)."""
     names = [n for p, n in _PHOTOS if _photo_path(p, n)]
     if len(names) < 3:
-        raise RuntimeError("the photo clips need the sample photographs of scikit-image (pip install "
+        raise ValueError("the photo clips need the sample photographs of scikit-image (pip install "
                            "scikit-image, part of the [test] extra); found only " + ", ".join(names))
     return names
 
