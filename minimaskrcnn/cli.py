@@ -95,9 +95,12 @@ def _bench(args) -> int:
 
 
 def _literal(value: str):
-    """A Python literal (``0.7``, ``True``, ``(16, 32)``) or, failing that, the bare word as a string."""
+    """A Python literal (``0.7``, ``True``, ``(16, 32)``) or, failing that, the bare word as a string.
+    ``true`` / ``false`` (as JSON, YAML and most command lines spell them) are the booleans too."""
     import ast
 
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
     try:
         return ast.literal_eval(value)
     except (ValueError, SyntaxError):

@@ -311,3 +311,11 @@ def test_disk_full_while_training_names_the_checkpoint(tmp_path, capsys, monkeyp
                         "--set", "roi_heads.representation_size=16"], capsys)
     assert_user_error(code, err, "checkpoint.npz: No space left on device")
     assert [f for f in os.listdir(tmp_path / "run") if f.endswith(".tmp")] == []
+
+
+def test_set_accepts_lowercase_booleans():
+    """``--set backbone.residual=true`` means True, as JSON and YAML spell it; other words stay strings."""
+    from minimaskrcnn.cli import _literal
+
+    assert _literal("true") is True and _literal("False") is False and _literal("TRUE") is True
+    assert _literal("softmax") == "softmax" and _literal("(16, 32)") == (16, 32)
