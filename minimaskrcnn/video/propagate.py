@@ -170,7 +170,9 @@ class FlowTracker:
         self._pending = None
         # Optional sharpening (p^γ, renormalised; γ = 1 is off): narrows label edges against the blur
         # of repeated bilinear warps without moving the 0.5 crossing of a smooth edge.
-        probs = np.maximum(probs, 0.0) ** self.sharpen
+        probs = np.maximum(probs, 0.0)
+        if self.sharpen != 1.0:  # p ** 1.0 is p exactly: skip a full-frame power
+            probs **= self.sharpen
         probs /= np.maximum(probs.sum(-1, keepdims=True), 1e-12)
         self.prev_probs = probs.astype(np.float32)
         labels = probs.argmax(-1).astype(np.uint8)

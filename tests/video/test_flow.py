@@ -165,3 +165,17 @@ def test_flow_on_a_reduced_copy_recovers_a_large_translation():
     i0, i1 = render(xx, yy), render(xx - 6.4, yy + 3.2)
     flow = upsample_flow(lucas_kanade(downsample(i0, 4), downsample(i1, 4)), 4, (192, 256))
     assert epe(flow, np.array([6.4, -3.2]), 24) < 0.3
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (4, 4), (7, 11), (23, 17)])
+def test_median5_selection_equals_the_sorting_reference(shape):
+    from minimaskrcnn.video.flow import _median5, _median5_reference
+
+    rng = np.random.default_rng(sum(shape))
+    flow = rng.normal(size=(*shape, 2)).astype(np.float32)
+    flow[..., 1] = np.round(flow[..., 1] * 2) / 2  # many ties in the second component
+    np.testing.assert_array_equal(_median5(flow), _median5_reference(flow))
+    # and the median itself, from NumPy's sort (upper middle of a clipped window's values)
+    y, x = shape[0] // 2, shape[1] // 2
+    win = flow[max(y - 2, 0): y + 3, max(x - 2, 0): x + 3, 0].ravel()
+    assert _median5(flow)[y, x, 0] == np.sort(win)[win.size // 2]
