@@ -254,13 +254,13 @@ def _to_channels_last(x):
 
 
 @njit(cache=True, parallel=True)
-def _forward_numba(x, rois, T, spatial_scale, PH, PW, sampling_ratio, aligned, nt):
+def _forward_numba(x, rois, T, spatial_scale, PH, PW, sampling_ratio, aligned, nt, out):
     """Parallel over RoIs (disjoint outputs, no races). Each output element sums its samples in the
-    same order as torchvision's kernel, so the results agree bit for bit."""
+    same order as torchvision's kernel, so the results agree bit for bit. ``out`` is a (K, C, PH·PW)
+    array of x's dtype, allocated by the caller with numpy (see ``roi_align``)."""
     N, C, H, W = x.shape
     K = rois.shape[0]
     P = PH * PW
-    out = np.empty((K, C, P), dtype=x.dtype)
     xt = _to_channels_last(x)
     for t in prange(nt):  # one chunk of RoIs per thread, so its scratch buffer is allocated once
         acc = np.empty((P, C), dtype=x.dtype)
@@ -380,7 +380,11 @@ def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, a
     else:
         T = x.dtype.type
         nt = max(1, min(numba.get_num_threads(), rois.shape[0]))  # one chunk of RoIs per thread
-        out = _forward_numba(x, rois, T, T(scale), PH, PW, sr, aligned, nt)
+        # The output is allocated by numpy, not inside the kernel: numpy asks the kernel for
+        # transparent huge pages on large arrays, so first-touching a 100 MB output costs a few
+        # page faults instead of tens of thousands (measured: about 3x less time writing it).
+        buf = np.empty((rois.shape[0], x.shape[1], PH * PW), dtype=x.dtype)
+        out = _forward_numba(x, rois, T, T(scale), PH, PW, sr, aligned, nt, buf)
     return out.astype(dtype, copy=False)
 
 
