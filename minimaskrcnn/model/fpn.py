@@ -68,8 +68,10 @@ class FeaturePyramidNetwork(Module):
         self._push(up_caches)
         return results
 
-    def backward(self, douts: list):
-        """douts: one gradient per output map (arrays shaped like the outputs). Returns [dC2, ..., dC5]."""
+    def backward(self, douts: list, input_grads: list | None = None):
+        """douts: one gradient per output map (arrays shaped like the outputs). Returns [dC2, ..., dC5];
+        ``input_grads[i] = False``: level i's input needs no gradient (a frozen stage), dC_i is None."""
+        input_grads = [True] * len(self.inner_blocks) if input_grads is None else list(input_grads)
         up_caches = self._pop()
         n = len(self.inner_blocks)
         douts = list(douts)
@@ -83,7 +85,7 @@ class FeaturePyramidNetwork(Module):
             d_inner = self.layer_blocks[idx].backward(douts[idx])
             if d_inner_from_below is not None:
                 d_inner = d_inner + d_inner_from_below
-            dxs[idx] = self.inner_blocks[idx].backward(d_inner)
+            dxs[idx] = self.inner_blocks[idx][0].backward(d_inner, input_grad=input_grads[idx])  # 1x1 conv
             if idx < n - 1:
                 # inner_idx = lateral_idx + up(inner_{idx+1}): route d_inner to the coarser level.
                 d_inner_from_below = F.upsample_nearest2d_backward(d_inner, up_caches[n - 2 - idx])
