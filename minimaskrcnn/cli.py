@@ -181,6 +181,15 @@ def _train(args) -> int:
         if "steps" not in given:
             given["steps"] = 10**7 if args.minutes is not None else TrainConfig.steps
         given.setdefault("val_every", 200 if args.dataset else 0)
+        if args.dataset and model_config is not None:
+            # A folder of a few hundred photos trained from scratch on a time budget: batches of 4 (twice
+            # the steps of 8 in the same time) and scale jitter of 0.75-1.25x the short side. On a
+            # tuning folder (seed 1, validated on seed 4, 1200 steps) mask AP rose from 0.191 (batch 8,
+            # no jitter, same time) to 0.224 (batch 4) and 0.241 (batch 4 + jitter).
+            given.setdefault("batch_size", 4)
+            t = model_config.transform
+            if t.resize:
+                given.setdefault("scale_jitter", (round(0.75 * t.min_size), round(1.25 * t.min_size)))
         cfg = TrainConfig(preset=preset, out=args.out, **given)
     out = train(cfg, model_config, resume=args.resume, model=model)
     minutes = out["seconds"] / 60
@@ -413,7 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps between validation passes (default 200 with --dataset; 0: only at the end)")
     p.add_argument("--scale-jitter", metavar="LO,HI", default=None,
                    help="with --dataset: draw each training image's short side from LO..HI pixels "
-                   "(detectron2's ResizeShortestEdge; default: the preset's transform.min_size)")
+                   "(detectron2's ResizeShortestEdge; default with a from-scratch preset: 0.75x..1.25x its "
+                   "transform.min_size, 96,160 for folder; with --init-torchvision: none; LO,LO turns it off)")
     p.add_argument("--no-flip", action="store_true",
                    help="with --dataset: no random horizontal flips (default: p = 0.5)")
     p.add_argument("--preset", default=None, choices=["shapes", "folder"],
@@ -424,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=positive_float, default=None, help="stop after this wall time; the lr "
                    "decay then starts at 80%% of it (not reproducible step for step)")
     # (Defaults None: --resume must know which flags were given; _train fills in TrainConfig's.)
-    p.add_argument("--batch-size", type=positive_int, default=None, help="images per step (default 8)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="images per step (default 8; 4 with --dataset from scratch)")
     p.add_argument("--lr", type=positive_float, default=None, help="base learning rate (default 0.02)")
     p.add_argument("--seed", type=non_negative_int, default=None,
                    help="seed of the weights, data and samples (default 0)")

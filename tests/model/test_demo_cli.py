@@ -96,6 +96,27 @@ def test_train_cli_switches(tmp_path, monkeypatch):
     assert not m.backbone.fpn and m.backbone.single_level_stride == 32 and seen["cfg"].steps == 3
 
 
+def test_train_cli_folder_defaults(tmp_path, monkeypatch):
+    """A new from-scratch folder run gets batches of 4 and scale jitter 0.75-1.25x of the preset's short
+    side; flags given win; shapes runs keep batch 8 and no jitter (the run is stubbed)."""
+    import minimaskrcnn.train as T
+
+    seen = []
+    monkeypatch.setattr(T, "train", lambda cfg, model_config=None, resume=False, model=None:
+                        seen.append(cfg) or {"step": 0, "seconds": 0.0})
+    folder = str(tmp_path / "data")
+    assert main(["train", "--dataset", folder, "--out", str(tmp_path / "a")]) == 0
+    assert seen[-1].batch_size == 4 and tuple(seen[-1].scale_jitter) == (96, 160)
+    assert main(["train", "--dataset", folder, "--out", str(tmp_path / "b"), "--batch-size", "8",
+                 "--scale-jitter", "128,128", "--set", "transform.min_size=160"]) == 0
+    assert seen[-1].batch_size == 8 and tuple(seen[-1].scale_jitter) == (128, 128)
+    assert main(["train", "--dataset", folder, "--out", str(tmp_path / "c"),
+                 "--set", "transform.min_size=160", "--set", "transform.max_size=288"]) == 0
+    assert tuple(seen[-1].scale_jitter) == (120, 200)
+    assert main(["train", "--steps", "3", "--out", str(tmp_path / "d")]) == 0
+    assert seen[-1].batch_size == 8 and seen[-1].scale_jitter is None
+
+
 def test_shipped_model_detects_fresh_shapes():
     """The checkpoint shipped in data/ (``minimaskrcnn train --preset shapes``, 1800 steps) on images
     from a seed training never used: mask AP50 >= 0.9 and mask AP >= 0.6 (the README's claim)."""
