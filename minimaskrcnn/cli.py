@@ -423,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale-jitter", metavar="LO,HI", default=None,
                    help="with --dataset: draw each training image's short side from LO..HI pixels "
                    "(detectron2's ResizeShortestEdge; default with a from-scratch preset: 0.75x..1.25x its "
-                   "transform.min_size, 96,160 for folder; with --init-torchvision: none; LO,LO turns it off)")
+                   "transform.min_size, 96,160 for folder; with --init-torchvision: none; LO,LO turns it "
+                   "off)")
     p.add_argument("--no-flip", action="store_true",
                    help="with --dataset: no random horizontal flips (default: p = 0.5)")
     p.add_argument("--preset", default=None, choices=["shapes", "folder"],
@@ -434,7 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=positive_float, default=None, help="stop after this wall time; the lr "
                    "decay then starts at 80%% of it (not reproducible step for step)")
     # (Defaults None: --resume must know which flags were given; _train fills in TrainConfig's.)
-    p.add_argument("--batch-size", type=positive_int, default=None, help="images per step (default 8; 4 with --dataset from scratch)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="images per step (default 8; 4 with --dataset from scratch)")
     p.add_argument("--lr", type=positive_float, default=None, help="base learning rate (default 0.02)")
     p.add_argument("--seed", type=non_negative_int, default=None,
                    help="seed of the weights, data and samples (default 0)")
