@@ -126,15 +126,15 @@ def _round_half_away_nb(v):
 
 
 @njit(cache=True, parallel=True)
-def _forward_numba(x, rois, T, spatial_scale, PH, PW, nt, want_argmax):
+def _forward_numba(x, rois, T, spatial_scale, PH, PW, nt, want_argmax, out, argmax):
     """Parallel over RoIs, one chunk per thread. The map is read channels-last, so the running max
     of a bin is updated for all C channels at once (a vectorizable select per channel). The argmax
-    is tracked only when asked for (the backward needs it, inference does not)."""
+    is tracked only when asked for (the backward needs it, inference does not). ``out`` (K, C, PH·PW)
+    of x's dtype and ``argmax`` (K or 0, C, PH·PW) int32 are allocated by the caller with numpy (as
+    roi_align's: large numpy arrays get huge pages, so writing them costs far fewer page faults)."""
     N, C, H, W = x.shape
     K = rois.shape[0]
     P = PH * PW
-    out = np.empty((K, C, P), dtype=x.dtype)
-    argmax = np.empty((K if want_argmax else 0, C, P), dtype=np.int32)
     xt = np.empty((N, H * W, C), dtype=x.dtype)
     for i in prange(N * H):
         n, h = i // H, i % H
@@ -248,7 +248,10 @@ def roi_pool(input, boxes, output_size, spatial_scale=1.0, *, return_argmax=Fals
     else:
         T = x.dtype.type
         nt = max(1, min(numba.get_num_threads(), rois.shape[0]))
-        out, argmax = _forward_numba(x, rois, T, T(scale), PH, PW, nt, bool(return_argmax))
+        shape = (rois.shape[0], x.shape[1], PH * PW)
+        out = np.empty(shape, dtype=x.dtype)
+        argmax = np.empty((shape[0] if return_argmax else 0,) + shape[1:], dtype=np.int32)
+        out, argmax = _forward_numba(x, rois, T, T(scale), PH, PW, nt, bool(return_argmax), out, argmax)
     out = out.astype(dtype, copy=False)
     return (out, argmax) if return_argmax else out
 
