@@ -288,15 +288,16 @@ def _forward_numba(x, rois, T, spatial_scale, PH, PW, sampling_ratio, aligned, n
 
 
 @njit(cache=True, parallel=True)
-def _backward_numba(dout, rois, N, H, W, T, spatial_scale, PH, PW, sampling_ratio, aligned, block):
+def _backward_numba(dout, rois, T, spatial_scale, PH, PW, sampling_ratio, aligned, block, dxt, dx):
     """Scatter without races: the parallel loop runs over blocks of ``block`` channels and a thread
     writes only into its own channels of the gradient. Each block recomputes the (cheap,
     channel-free) sample weights of every RoI. Per input pixel the additions come in torchvision's
-    order (RoI, bin, sample, corner), so the result agrees with it bit for bit."""
+    order (RoI, bin, sample, corner), so the result agrees with it bit for bit. ``dxt`` (N, H·W, C)
+    zeros and ``dx`` (N, C, H·W) are allocated by the caller with numpy (see ``roi_align_backward``)."""
     K, C = dout.shape[0], dout.shape[1]
     P = PH * PW
+    N, H, W = dx.shape[0], dx.shape[2], dx.shape[3]
     g3 = dout.reshape(K, C, P)
-    dxt = np.zeros((N, H * W, C), dtype=dout.dtype)
     nblocks = (C + block - 1) // block
     for blk in prange(nblocks):
         c0 = blk * block
@@ -329,10 +330,10 @@ def _backward_numba(dout, rois, N, H, W, T, spatial_scale, PH, PW, sampling_rati
                             else:
                                 for c in range(cb):
                                     row[c] += g[c] * w / count
-    dx = np.empty((N, C, H * W), dtype=dout.dtype)
+    dx3 = dx.reshape(N, C, H * W)
     for n in prange(N):
-        transpose_into(dxt[n], dx[n])
-    return dx.reshape(N, C, H, W)
+        transpose_into(dxt[n], dx3[n])
+    return dx
 
 
 # --------------------------------------------------------------------------------------------------
@@ -428,5 +429,10 @@ def roi_align_backward(grad_output, boxes, input_shape, output_size, spatial_sca
         # One block of channels per thread (each block recomputes the sample weights, so no more).
         nblocks = max(1, min(-(-C // 16), numba.get_num_threads()))
         block = -(-C // nblocks)
-        dx = _backward_numba(g, rois, N, H, W, T, T(scale), PH, PW, sr, aligned, block)
+        # The two gradient buffers come from numpy, not from inside the kernel: numpy's allocator
+        # backs large arrays with huge pages, so the kernel's first writes fault far fewer pages
+        # (as in ``roi_align``'s forward).
+        dxt = np.zeros((N, H * W, C), dtype=g.dtype)
+        dx = np.empty((N, C, H, W), dtype=g.dtype)
+        dx = _backward_numba(g, rois, T, T(scale), PH, PW, sr, aligned, block, dxt, dx)
     return dx.astype(dtype, copy=False)

@@ -191,11 +191,11 @@ def _forward_numba(x, rois, T, spatial_scale, PH, PW, nt, want_argmax, out, argm
 
 
 @njit(cache=True, parallel=True)
-def _backward_numba(dout, bidx, argmax, N, H, W):
+def _backward_numba(dout, bidx, argmax, dx):
     """Parallel over channels: a thread adds only into its own channel planes, so no races; the
-    per-pixel summation order (RoI, then bin) is the same as torchvision's serial loop."""
+    per-pixel summation order (RoI, then bin) is the same as torchvision's serial loop. ``dx`` is
+    (N, C, H·W) zeros allocated by the caller with numpy (huge pages, as in the forward)."""
     K, C, PH, PW = dout.shape
-    dx = np.zeros((N, C, H * W), dtype=dout.dtype)
     for c in prange(C):
         for k in range(K):
             b = bidx[k]
@@ -204,7 +204,7 @@ def _backward_numba(dout, bidx, argmax, N, H, W):
                     a = argmax[k, c, ph, pw]
                     if a != -1:
                         dx[b, c, a] += dout[k, c, ph, pw]
-    return dx.reshape(N, C, H, W)
+    return dx
 
 
 # --------------------------------------------------------------------------------------------------
@@ -293,4 +293,5 @@ def roi_pool_backward(grad_output, boxes, argmax, input_shape, *, backend="numba
         from minimaskrcnn.ops import _roi_cuda
 
         return _roi_cuda.roi_pool_backward(g, bidx, argmax, (N, C, H, W)).astype(dtype, copy=False)
-    return _backward_numba(g, bidx, argmax, N, H, W).astype(dtype, copy=False)
+    dx = np.zeros((N, C, H * W), dtype=g.dtype)
+    return _backward_numba(g, bidx, argmax, dx).reshape(N, C, H, W).astype(dtype, copy=False)
