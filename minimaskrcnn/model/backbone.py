@@ -83,6 +83,12 @@ class SmallResNet(Module):
         self.num_stages = last
         self.return_layers = list(return_layers)
 
+    def frozen_prefix(self) -> int:
+        """Always −1: this body trains from scratch and its forward keeps every stage's caches, so its
+        backward takes a gradient for every returned map (``ResNet.frozen_prefix`` is the counterpart
+        that freezing changes)."""
+        return -1
+
     def stem(self, x):
         return self.relu(self.bn1(self.conv1(x)))
 
@@ -162,7 +168,7 @@ class Backbone(Module):
             # A returned map of a frozen stage (layer_i with i <= the body's frozen prefix k) takes no
             # gradient back: the FPN skips its lateral conv's dx (about 1/8 of a fine-tuning step's
             # FLOPs at 800 px, for C2 with trainable_backbone_layers=3).
-            k = self.body.frozen_prefix() if hasattr(self.body, "frozen_prefix") else -1
+            k = self.body.frozen_prefix()
             needed = [int(name[-1]) > k for name in self.body.return_layers]
             douts = self.fpn.backward(douts, input_grads=needed)
         return self.body.backward(douts)
