@@ -84,15 +84,19 @@ def _prepare_axes(ax, image: np.ndarray, scale: float):
 
 def draw_instances(image, boxes, labels, scores=None, masks=None, class_names=None, ax=None, *,
                    alpha: float = 0.5, scale: float = 4.0, show_text: bool = True,
-                   colors=None) -> Figure:
-    """Image with instance masks (tinted), boxes and "class score" captions.
+                   colors=None, mask_style: str = "fill") -> Figure:
+    """Image with instance masks (tinted, or outlined), boxes and "class score" captions.
 
     image (H, W, 3) uint8 or float in [0, 1]; boxes (K, 4) (x1, y1, x2, y2) pixels; labels (K,) ints
     (named through ``class_names[label]`` when given); scores (K,) or None; masks (K, H, W) bool (or
     probabilities, thresholded at 0.5) or None. ``ax``: draw into an existing axes (returns its
     figure); otherwise a new figure of (W·scale) × (H·scale) pixels. Each instance k gets
-    ``colors[k]`` or ``PALETTE[k % len(PALETTE)]``; a mask pixel becomes (1 − alpha)·image + alpha·colour.
+    ``colors[k]`` or ``PALETTE[k % len(PALETTE)]``; with ``mask_style="fill"`` a mask pixel becomes
+    (1 − alpha)·image + alpha·colour, with ``"outline"`` each mask's boundary is drawn in its colour
+    instead (the image stays untouched: overlapping or duplicate masks stay readable).
     """
+    if mask_style not in ("fill", "outline"):
+        raise ValueError(f"mask_style must be 'fill' or 'outline', got {mask_style!r}")
     img = _as_rgb_image(image)
     h, w = img.shape[:2]
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
@@ -112,10 +116,15 @@ def draw_instances(image, boxes, labels, scores=None, masks=None, class_names=No
         if masks.shape != (k, h, w):
             raise ValueError(f"masks must have shape ({k}, {h}, {w}), got {masks.shape}")
         binary = masks if masks.dtype == bool else masks >= 0.5
-        img = img.copy()
-        for i in range(k):
-            img[binary[i]] = (1 - alpha) * img[binary[i]] + alpha * colors[i]
+        if mask_style == "fill":
+            img = img.copy()
+            for i in range(k):
+                img[binary[i]] = (1 - alpha) * img[binary[i]] + alpha * colors[i]
     fig, ax = _prepare_axes(ax, img, scale)
+    if masks is not None and mask_style == "outline":
+        for i in range(k):
+            if binary[i].any() and not binary[i].all():
+                ax.contour(binary[i].astype(np.float64), levels=[0.5], colors=[colors[i]], linewidths=1.2)
     for i in range(k):
         x1, y1, x2, y2 = boxes[i]
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colors[i], linewidth=1.5))
@@ -124,7 +133,10 @@ def draw_instances(image, boxes, labels, scores=None, masks=None, class_names=No
             text = name if scores is None else f"{name} {scores[i]:.2f}"
             # Above the box, or just inside it when the box touches the top of the image.
             above = y1 >= 0.08 * h
-            ax.text(x1, y1, text, color="white", fontsize=7, va="bottom" if above else "top", ha="left",
+            # Black text on light colours (yellow, white), white on dark ones: relative luminance.
+            luminance = float(np.dot(colors[i], (0.2126, 0.7152, 0.0722)))
+            ax.text(x1, y1, text, color="black" if luminance > 0.6 else "white", fontsize=7,
+                    va="bottom" if above else "top", ha="left",
                     bbox={"facecolor": colors[i], "alpha": 0.8, "pad": 1, "edgecolor": "none"})
     return fig
 
@@ -312,27 +324,35 @@ def _pair(v) -> tuple[int, int]:
 
 
 def draw_roi_sampling(feature_shape, box, output_size=(2, 2), spatial_scale: float = 1.0,
-                      sampling_ratio: int = 2, aligned: bool = False) -> Figure:
-    """RoIPool's quantised bins (left) beside RoIAlign's bins and sampling points (right).
+                      sampling_ratio: int = 2, aligned=False, footprint=None) -> Figure:
+    """RoIPool's quantised bins (first panel) beside RoIAlign's bins and sampling points.
 
     feature_shape (H, W) of the feature map; box (x1, y1, x2, y2) in image pixels (scaled by
     ``spatial_scale`` onto the map); output_size (PH, PW); sampling_ratio and aligned as in
-    ``roi_align``. Both panels show the map as a grid whose cell j spans [j, j+1) and the exact
-    scaled box (dashed). Left: the cells each RoIPool bin covers (bins may overlap or be empty).
-    Right: the RoIAlign bins and sample points; a sample at sampling-frame x sits at x + 0.5 on this
-    grid, so with ``aligned=False`` the points sit half a cell right of / below the box — the
+    ``roi_align`` -- ``aligned`` may also be a sequence, e.g. ``(False, True)``: one RoIAlign panel
+    each. Every panel shows the map as a grid whose cell j spans [j, j+1) and the exact scaled box
+    (dashed). RoIPool panel: the cells each bin covers (bins may overlap or be empty). RoIAlign
+    panels: the bins and sample points; a sample at sampling-frame x sits at x + 0.5 on this grid,
+    so with ``aligned=False`` the points sit half a cell right of / below the box -- the
     misalignment that ``aligned=True`` removes. Samples that RoIAlign drops are drawn hollow.
+    ``footprint=(ph, pw, iy, ix)``: in each RoIAlign panel, sample (iy, ix) of bin (ph, pw) is
+    ringed and the (up to) four cells its bilinear read takes are shaded by their weight (roi_align's
+    step 5), which the panel's x label lists.
     """
+    from minimaskrcnn.ops.roi_align import _bilinear_weights
+
     height, width = feature_shape
     ph_n, pw_n = _pair(output_size)
+    alignments = [bool(a) for a in aligned] if isinstance(aligned, (list, tuple)) else [bool(aligned)]
     bins = roi_pool_bins(box, output_size, spatial_scale, feature_shape)
-    samp = roi_align_sampling_points(box, output_size, spatial_scale, sampling_ratio, aligned,
-                                     feature_shape)
-    fig = Figure(figsize=(10, 5), dpi=_DPI)
+    samplings = [roi_align_sampling_points(box, output_size, spatial_scale, sampling_ratio, a, feature_shape)
+                 for a in alignments]
+    fig = Figure(figsize=(5 * (1 + len(alignments)), 5), dpi=_DPI)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2)
+    axes = fig.subplots(1, 1 + len(alignments))
     sx1, sy1, sx2, sy2 = (float(v) * spatial_scale for v in box)
-    for ax, title in zip(axes, ("RoIPool: quantised bins", f"RoIAlign: sampling points (aligned={aligned})")):
+    titles = ["RoIPool: quantised bins"] + [f"RoIAlign: sampling points (aligned={a})" for a in alignments]
+    for ax, title in zip(axes, titles):
         for j in range(width + 1):
             ax.plot([j, j], [0, height], color="0.8", linewidth=0.6)
         for i in range(height + 1):
@@ -350,16 +370,41 @@ def draw_roi_sampling(feature_shape, box, output_size=(2, 2), spatial_scale: flo
             if he > hs and we > ws:
                 axes[0].add_patch(Rectangle((ws, hs), we - ws, he - hs, facecolor=colour, alpha=0.35,
                                             edgecolor=colour, linewidth=1.5))
-            # RoIAlign bin outline, drawn in the grid frame (+0.5, see the docstring).
-            bx = samp["start"][0] + pw * samp["bin_size"][0] + 0.5
-            by = samp["start"][1] + ph * samp["bin_size"][1] + 0.5
-            axes[1].add_patch(Rectangle((bx, by), samp["bin_size"][0], samp["bin_size"][1], fill=False,
-                                        edgecolor=colour, linewidth=1.2))
-            pts = samp["points"][ph, pw] + 0.5
-            valid = samp["valid"][ph, pw]
-            axes[1].scatter(pts[valid, 0], pts[valid, 1], s=14, color=colour, zorder=3)
-            axes[1].scatter(pts[~valid, 0], pts[~valid, 1], s=14, facecolors="none", edgecolors=colour,
-                            zorder=3)
+            for ax, samp in zip(axes[1:], samplings):
+                # RoIAlign bin outline, drawn in the grid frame (+0.5, see the docstring).
+                bx = samp["start"][0] + pw * samp["bin_size"][0] + 0.5
+                by = samp["start"][1] + ph * samp["bin_size"][1] + 0.5
+                ax.add_patch(Rectangle((bx, by), samp["bin_size"][0], samp["bin_size"][1], fill=False,
+                                       edgecolor=colour, linewidth=1.2))
+                pts = samp["points"][ph, pw] + 0.5
+                valid = samp["valid"][ph, pw]
+                ax.scatter(pts[valid, 0], pts[valid, 1], s=14, color=colour, zorder=3)
+                ax.scatter(pts[~valid, 0], pts[~valid, 1], s=14, facecolors="none", edgecolors=colour,
+                           zorder=3)
+    if footprint is not None:
+        ph, pw, iy, ix = (int(v) for v in footprint)
+        for ax, samp in zip(axes[1:], samplings):
+            gh, gw = samp["grid"]
+            if not (0 <= ph < ph_n and 0 <= pw < pw_n and 0 <= iy < gh and 0 <= ix < gw):
+                raise ValueError(f"footprint must index a sample (ph < {ph_n}, pw < {pw_n}, iy < {gh}, "
+                                 f"ix < {gw}), got {tuple(footprint)}")
+            x, y = (float(v) for v in samp["points"][ph, pw, iy * gw + ix])
+            ax.scatter([x + 0.5], [y + 0.5], s=120, facecolors="none", edgecolors="black", linewidths=1.5,
+                       zorder=4)
+            reads = _bilinear_weights(y, x, height, width, float)
+            if reads is None:
+                continue
+            y_low, y_high, x_low, x_high, *weights = reads
+            cells = {}
+            corners = ((y_low, x_low), (y_low, x_high), (y_high, x_low), (y_high, x_high))
+            for (r, c), wgt in zip(corners, weights):
+                cells[r, c] = cells.get((r, c), 0.0) + wgt  # clamped reads at the border share a cell
+            for (r, c), wgt in cells.items():
+                ax.add_patch(Rectangle((c, r), 1, 1, facecolor="black", alpha=0.1 + 0.6 * wgt,
+                                       edgecolor="black", linewidth=1.0, zorder=2))
+            ax.set_xlabel("ringed sample reads cell (row, col) with weight:\n"
+                          + ", ".join(f"({r}, {c}) {wgt:.2f}" for (r, c), wgt in sorted(cells.items())),
+                          fontsize=9)
     return fig
 
 

@@ -77,9 +77,15 @@ def check_finite_state(state_dict: dict, source: str) -> None:
                              f"out of {v.size}: the file is damaged or comes from a diverged training run")
 
 
-def load_model(path):
+def load_model(path, overrides: dict | None = None):
     """A model saved by ``save_model`` or a training checkpoint (both keep the config). Refuses a
-    file whose parameters are not all finite, naming the parameter."""
+    file whose parameters are not all finite, naming the parameter.
+
+    ``overrides``: dotted config fields to change before the weights are loaded, as in
+    :func:`~minimaskrcnn.config.with_overrides` -- meant for inference-time switches such as
+    ``{"mask.softmax_rule": "argmax"}`` or ``{"mask.paste": "continuous"}``; a field that changes a
+    parameter's shape makes the load fail naming that parameter."""
+    from minimaskrcnn.config import with_overrides
     from minimaskrcnn.model import MaskRCNN
 
     state, meta = load_checkpoint(path)
@@ -87,7 +93,10 @@ def load_model(path):
         raise ValueError(f"{path!r} has no model config in its metadata: not a minimaskrcnn model file")
     state = _strip_key_prefix(state, "model.")
     check_finite_state(state, repr(str(path)))
-    model = MaskRCNN(MaskRCNNConfig.from_dict(meta["config"]), np.random.default_rng(0))
+    config = MaskRCNNConfig.from_dict(meta["config"])
+    if overrides:
+        config = with_overrides(config, **overrides)
+    model = MaskRCNN(config, np.random.default_rng(0))
     model.load_state_dict(state)
     return model
 

@@ -63,6 +63,31 @@ def test_draw_instances_tints_exactly_the_masks():
     assert np.abs(drawn - plain)[up(far)].max() <= 2
 
 
+def test_draw_instances_outline_draws_the_boundary_and_leaves_the_inside():
+    item = ShapesDataset(5, seed=1, num_instances=(3, 4))[0]
+    image, masks = item["image"], item["masks"]
+    scale = 3
+    no_boxes = np.zeros((0, 4))
+    plain = _png_pixels(draw_instances(image, no_boxes, [], scale=scale))
+    # Boxes far outside the image: only the mask outlines can change pixels.
+    off = np.tile([[-50.0, -50.0, -40.0, -40.0]], (len(masks), 1))
+    drawn = _png_pixels(draw_instances(image, off, item["labels"], masks=masks, scale=scale, show_text=False,
+                                       mask_style="outline"))
+    changed = np.abs(drawn - plain).sum(axis=2) > 30
+    up = lambda m: np.kron(m, np.ones((scale, scale), dtype=bool)).astype(bool)  # noqa: E731
+    union = masks.any(axis=0)
+    near = up(~_erode(~union, 2) & ~_erode(union, 2))  # within 2 pixels of a boundary
+    assert changed[up(_erode(union, 3))].mean() < 0.01  # the inside keeps the image
+    assert changed.any() and changed[~near].mean() < 0.01  # changes lie along the boundaries
+    h, w = union.shape
+    changed_cells = changed.reshape(h, scale, w, scale).any(axis=(1, 3))  # per image pixel
+    line_nearby = ~_erode(~changed_cells, 1)  # a drawn pixel within one pixel (marching squares cuts corners)
+    for m in masks:
+        assert line_nearby[m & ~_erode(m, 1)].mean() > 0.95  # every mask's own boundary is drawn
+    with pytest.raises(ValueError, match="mask_style"):
+        draw_instances(image, item["boxes"], item["labels"], masks=masks, mask_style="contour")
+
+
 def test_draw_instances_into_existing_axes_and_with_text_and_scores():
     ds = ShapesDataset(2, seed=0)
     item = ds[0]
@@ -168,6 +193,28 @@ def test_draw_roi_sampling_renders_both_panels():
         saturation = panel.max(axis=2) - panel.min(axis=2)
         assert (saturation > 60).sum() > 100
     assert len(fig.axes[1].collections) >= 4  # one scatter per bin at least
+
+
+def test_draw_roi_sampling_three_panels_and_a_footprint():
+    # Sample (iy, ix) = (1, 0) of bin (0, 0) is point 2 of roi_align_sampling_points (row-major grid); each
+    # RoIAlign panel labels the cells of its bilinear read with roi_align's own weights.
+    from minimaskrcnn.ops.roi_align import _bilinear_weights
+
+    box, scale = (4.2, 3.1, 25.3, 17.9), 0.25
+    fig = draw_roi_sampling((6, 8), box, (2, 2), scale, 2, aligned=(False, True), footprint=(0, 0, 1, 0))
+    assert len(fig.axes) == 3
+    assert [ax.get_title() for ax in fig.axes] == ["RoIPool: quantised bins",
+                                                   "RoIAlign: sampling points (aligned=False)",
+                                                   "RoIAlign: sampling points (aligned=True)"]
+    for ax, aligned in zip(fig.axes[1:], (False, True)):
+        x, y = roi_align_sampling_points(box, (2, 2), scale, 2, aligned, (6, 8))["points"][0, 0, 2]
+        *_, w1, w2, w3, w4 = _bilinear_weights(y, x, 6, 8, float)
+        caption = ax.get_xlabel().split("\n")[1]
+        labels = sorted(float(part.split(") ")[1]) for part in caption.split(", ("))
+        np.testing.assert_allclose(labels, sorted(round(w, 2) for w in (w1, w2, w3, w4)))
+        assert abs(sum(labels) - 1) < 0.03  # the four weights of an in-map sample sum to one
+    with pytest.raises(ValueError, match="footprint"):
+        draw_roi_sampling((6, 8), box, (2, 2), scale, 2, aligned=True, footprint=(0, 0, 2, 0))
 
 
 def test_plot_pr_curves():

@@ -215,3 +215,32 @@ def test_non_finite_parameters_are_refused_by_name(tmp_path, bad):
     sd = model.state_dict()
     with pytest.raises(ValueError, match=r"weights.pth: parameter 'roi_heads.box_predictor.cls_score"):
         load_state_dict_named(MaskRCNN(shapes_config(), np.random.default_rng(1)), sd, "weights.pth")
+
+
+def test_load_model_with_overrides_switches_inference_rules(tmp_path):
+    # A softmax model scored with another pixel rule (notebook 04b): same weights, the config changed.
+    from minimaskrcnn.config import shapes as shapes_config
+    from minimaskrcnn.config import with_overrides
+    from minimaskrcnn.datasets import ShapesDataset
+    from minimaskrcnn.model import MaskRCNN
+    from minimaskrcnn.weights import load_model, save_model
+
+    model = MaskRCNN(with_overrides(shapes_config(), **{"mask.loss": "softmax"}), np.random.default_rng(0))
+    path = tmp_path / "model.npz"
+    save_model(path, model)
+    plain = load_model(path)
+    argmax = load_model(path, overrides={"mask.softmax_rule": "argmax"})
+    assert plain.config.mask.softmax_rule == "p_k" and argmax.config.mask.softmax_rule == "argmax"
+    assert argmax.roi_heads.mask_cfg.softmax_rule == "argmax"
+    for (k, a), (_, b) in zip(plain.state_dict().items(), argmax.state_dict().items()):
+        np.testing.assert_array_equal(a, b, err_msg=k)
+    image = ShapesDataset(1, seed=3)[0]["image"]
+    p, q = plain.predict([image])[0], argmax.predict([image])[0]
+    np.testing.assert_array_equal(p["boxes"], q["boxes"])  # the rule changes the masks only
+    if len(p["boxes"]):
+        # sigmoid(z_k - max_j z_j) >= p_k = softmax_k for every pixel: the argmax rule keeps a superset
+        assert np.all(q["mask_probs"] >= p["mask_probs"] - 1e-6)
+    with pytest.raises(ValueError, match="mask.softmax_rul"):
+        load_model(path, overrides={"mask.softmax_rul": "argmax"})
+    with pytest.raises(ValueError, match="num_classes"):  # the config's own checks run
+        load_model(path, overrides={"num_classes": 7})
