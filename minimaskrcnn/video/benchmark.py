@@ -278,6 +278,7 @@ def run_sequences(sequences, methods, out: str, *, evaluate: bool = False, image
     read the written files back and score them against the annotations with ``evaluate_clip`` (DAVIS
     2017: first and last frames left out); after the last sequence, write the official CSVs
     OUT/<method>/global_results-<image_set>.csv and per-sequence_results-<image_set>.csv.
+    ``progress``: a tqdm bar of sequences on stderr, shown only when stderr is a terminal.
 
     Returns {method: {"frames": total frames, "seconds": run time, "fps": frames / seconds,
     "sequences": {name: {"frames", "seconds", "fps"} (+ "J&F", "J", "F" when evaluated)},
@@ -294,7 +295,9 @@ def run_sequences(sequences, methods, out: str, *, evaluate: bool = False, image
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(desc="sequences", unit="seq", dynamic_ncols=True, leave=False)
+        # disable=None: no bar unless stderr is a terminal -- in a notebook or a log file the bar's
+        # carriage-return updates would interleave with the printed lines and garble them.
+        bar = tqdm(desc="sequences", unit="seq", dynamic_ncols=True, leave=False, disable=None)
     try:
         _run_all(sequences, methods, out, evaluate, options, res, log, bar)
     finally:
