@@ -133,9 +133,7 @@ def draw_instances(image, boxes, labels, scores=None, masks=None, class_names=No
             text = name if scores is None else f"{name} {scores[i]:.2f}"
             # Above the box, or just inside it when the box touches the top of the image.
             above = y1 >= 0.08 * h
-            # Black text on light colours (yellow, white), white on dark ones: relative luminance.
-            luminance = float(np.dot(colors[i], (0.2126, 0.7152, 0.0722)))
-            ax.text(x1, y1, text, color="black" if luminance > 0.6 else "white", fontsize=7,
+            ax.text(x1, y1, text, color=_text_colour(colors[i]), fontsize=7,
                     va="bottom" if above else "top", ha="left",
                     bbox={"facecolor": colors[i], "alpha": 0.8, "pad": 1, "edgecolor": "none"})
     return fig
@@ -183,14 +181,15 @@ def _box_colours(colors, k: int) -> np.ndarray:
 
 
 def draw_boxes(image, boxes, ax=None, *, colors=None, alphas=None, captions=None, linestyle: str = "-",
-               linewidth: float = 1.0, scale: float = 4.0) -> Figure:
+               linewidth: float = 1.0, scale: float = 4.0, fontsize: float = 6.0) -> Figure:
     """Plain box outlines over an image: proposals, sampled anchors, RoIs.
 
     image (H, W, 3) or (H, W); boxes (K, 4) (x1, y1, x2, y2) pixels (clipped to the view when they
     stick out). ``colors``: one colour (any matplotlib spec) for every box, K colours, or None
     (PALETTE cycled). ``alphas`` (K,) opacity of each outline in [0, 1] (e.g. a score), default 1.
-    ``captions``: K strings written at the boxes' top-left corners, or None. ``ax``: draw into an
-    existing axes (returns its figure); otherwise a new (W·scale) × (H·scale) figure.
+    ``captions``: K strings written at the boxes' top-left corners (``fontsize`` points), or None.
+    ``ax``: draw into an existing axes (returns its figure); otherwise a new (W·scale) × (H·scale)
+    figure.
     """
     img = _as_rgb_image(image)
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
@@ -205,19 +204,23 @@ def draw_boxes(image, boxes, ax=None, *, colors=None, alphas=None, captions=None
     if captions is not None and len(captions) != k:
         raise ValueError(f"captions must have one entry per box ({k}), got {len(captions)}")
     fig, ax = _prepare_axes(ax, img, scale)
-    _add_boxes(ax, boxes, rgba, linestyle, linewidth, captions)
+    _add_boxes(ax, boxes, rgba, linestyle, linewidth, captions, fontsize)
     return fig
 
 
-def _add_boxes(ax, boxes: np.ndarray, rgba: np.ndarray, linestyle: str, linewidth: float, captions=None):
+def _text_colour(rgb) -> str:
+    """Black text on light colours (luminance > 0.6), white text on dark ones."""
+    return "black" if float(np.dot(np.asarray(rgb)[:3], (0.299, 0.587, 0.114))) > 0.6 else "white"
+
+
+def _add_boxes(ax, boxes: np.ndarray, rgba: np.ndarray, linestyle: str, linewidth: float, captions=None,
+               fontsize: float = 6.0):
     for i in range(len(boxes)):
         x1, y1, x2, y2 = boxes[i]
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=rgba[i],
                                linestyle=linestyle, linewidth=linewidth))
         if captions is not None:
-            # dark text on light colours (luminance > 0.6), white text on dark ones
-            luminance = float(np.dot(rgba[i, :3], (0.299, 0.587, 0.114)))
-            ax.text(x1, y1, str(captions[i]), color="black" if luminance > 0.6 else "white", fontsize=6,
+            ax.text(x1, y1, str(captions[i]), color=_text_colour(rgba[i]), fontsize=fontsize,
                     va="bottom", ha="left",
                     bbox={"facecolor": rgba[i, :3], "alpha": 0.8, "pad": 0.5, "edgecolor": "none"})
 
