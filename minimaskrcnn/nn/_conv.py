@@ -10,6 +10,9 @@ Convolution comes in three interchangeable methods, tested equal to each other a
   needs no im2col at all (it *is* a matrix product on the strided input), and for stride 1 the input
   gradient is itself a convolution (of dout with the flipped filters), computed with im2col + GEMM
   instead of GEMM + col2im: the same arithmetic, but a copy is cheaper than a scatter-add.
+* ``method="winograd"`` — stride-1 3×3 convolutions by Winograd's F(2×2, 3×3) (``_winograd``: 16
+  multiplications per 2×2 output block instead of 36), forward and the input gradient (itself such a
+  convolution); the filter gradient, and every other kernel shape, stride or dilation, as "im2col".
 
 The im2col methods reuse scratch buffers between calls (``clear_workspace`` frees them) and keep
 only x and w in the cache: backward rebuilds the column matrix, so a network holds one activation
@@ -24,9 +27,10 @@ import numpy as np
 
 from minimaskrcnn._checks import float_array, pair
 from minimaskrcnn.nn import _conv_kernels as _k
+from minimaskrcnn.nn import _winograd
 from minimaskrcnn.nn._args import _out_size, _param, _same_dtype
 
-CONV_METHODS = ("im2col", "col2im", "naive")
+CONV_METHODS = ("im2col", "col2im", "naive", "winograd")
 
 # --------------------------------------------------------------------------------------------------
 # scratch memory
@@ -73,8 +77,8 @@ def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, *, method: str = "i
     - w: (C_out, C_in, kH, kW) filters (torch layout).
     - b: (C_out,) bias, or None.
     - stride, padding, dilation: int or (h, w) pair; stride, dilation >= 1, padding >= 0 (zeros).
-    - method: "im2col" (default, fastest), "col2im" (textbook im2col/col2im) or "naive" (loops);
-      see the module docstring.
+    - method: "im2col" (default, fastest), "col2im" (textbook im2col/col2im), "naive" (loops) or
+      "winograd" (F(2×2, 3×3) for stride-1 3×3 filters, "im2col" otherwise); see the module docstring.
 
     Output
     - out: (N, C_out, H', W') with H' = 1 + (H + 2·pad_h − dil_h·(kH − 1) − 1) // stride_h, same for W';
@@ -104,8 +108,10 @@ def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, *, method: str = "i
     geometry = (sh, sw, ph, pw, dh, dw, hout, wout)
     if method == "naive":
         out = _conv2d_naive_forward(x, w, b, geometry)
+    elif method == "winograd" and _winograd.applies(w.shape, geometry):
+        out = _winograd.winograd_conv3x3(x, w, b, (ph, pw))
     else:
-        out = _conv2d_im2col_forward(x, w, b, geometry, shortcuts=method == "im2col")
+        out = _conv2d_im2col_forward(x, w, b, geometry, shortcuts=method != "col2im")
     return out, (x, w, b is not None, geometry, method)
 
 
@@ -134,7 +140,16 @@ def conv2d_backward(dout, cache, *, need_dx: bool = True, need_dw: bool = True):
     if method == "naive":  # the reference computes both; the flags only drop what is not wanted
         dx, dw = _conv2d_naive_backward(dout, x, w, geometry)
         return (dx if need_dx else None), (dw if need_dw else None), db
-    dx, dw = _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=method == "im2col",
+    if method == "winograd" and _winograd.applies(w.shape, geometry) and need_dx \
+            and max(geometry[2], geometry[3]) <= 2:
+        # stride 1: dx is the convolution of dout, padded by 2 − pad, with the flipped filters with
+        # their channel axes swapped (as the im2col shortcut below) -- again a stride-1 3×3 one.
+        w_flip = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+        dx = _winograd.winograd_conv3x3(np.ascontiguousarray(dout), w_flip, None,
+                                        (2 - geometry[2], 2 - geometry[3]))
+        dw = _conv2d_im2col_backward(dout, x, w, geometry, need_dx=False, need_dw=need_dw)[1]
+        return dx, dw, db
+    dx, dw = _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=method != "col2im",
                                      need_dx=need_dx, need_dw=need_dw)
     return dx, dw, db
 
@@ -321,7 +336,8 @@ def conv_transpose2d_forward(x, w, b, stride=1, padding=0, *, method: str = "im2
     - b: (C_out,) or None.
     - stride, padding: int or (h, w) pair; stride >= 1, padding >= 0.
     - method: "im2col" (default: one BLAS product, then col2im; a reshape when kernel = stride),
-      "col2im" (always col2im) or "naive" (loops).
+      "col2im" (always col2im) or "naive" (loops); "winograd" is "im2col" here (no Winograd tier for
+      transposed convolutions).
 
     Output
     - out: (N, C_out, H', W') with H' = (H − 1)·stride_h − 2·pad_h + kH (must be >= 1), same for W';
@@ -354,7 +370,7 @@ def conv_transpose2d_forward(x, w, b, stride=1, padding=0, *, method: str = "im2
     if method == "naive":
         out = _conv_transpose2d_naive_forward(x, w, b, geometry)
     else:
-        out = _conv_transpose2d_im2col_forward(x, w, b, geometry, shortcuts=method == "im2col")
+        out = _conv_transpose2d_im2col_forward(x, w, b, geometry, shortcuts=method != "col2im")
     return out, (x, w, b is not None, geometry, method)
 
 
@@ -381,7 +397,7 @@ def conv_transpose2d_backward(dout, cache):
     w2 = w.reshape(c_in, c_out * kh * kw)
     # 1. dcols[(o, i, j), (n, y, x)] = dout[n, o, y·s − p + i, x·s − p + j]: im2col of dout over the
     #    input grid (H × W positions).
-    if method == "im2col" and _is_tiling(w, geometry):
+    if method != "col2im" and _is_tiling(w, geometry):
         dcols = (np.ascontiguousarray(dout).reshape(n_batch, c_out, height, kh, width, kw)
                  .transpose(1, 3, 5, 0, 2, 4).reshape(c_out * kh * kw, n_batch * length))
     else:

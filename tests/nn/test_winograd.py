@@ -1,0 +1,74 @@
+"""Winograd F(2×2, 3×3) (``nn._winograd``): its transforms, its three writings, and the conv2d tier.
+
+The conv2d tier "winograd" is also in ``CONV_METHODS``, so every conv2d test against torch (forward and
+backward, float64 and float32, edge cases and hypothesis shapes) runs it too."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from minimaskrcnn.nn import _winograd as W
+from minimaskrcnn.nn import functional as F
+from minimaskrcnn.nn.gradcheck import rel_error
+
+
+def test_one_dimensional_f23_is_a_correlation():
+    # y = Aᵀ[(G g) ⊙ (Bᵀ d)]: the two outputs of a 3-tap correlation of a 4-sample signal.
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        d, g = rng.standard_normal(4), rng.standard_normal(3)
+        y = W.A_T @ ((W.G @ g) * (W.B_T @ d))
+        np.testing.assert_allclose(y, [d[0:3] @ g, d[1:4] @ g], rtol=1e-12, atol=1e-12)
+
+
+CASES = [((2, 3, 7, 6), (1, 1)), ((1, 2, 5, 5), (0, 0)), ((2, 4, 8, 9), (2, 1)), ((1, 1, 3, 3), (0, 0)),
+         ((1, 2, 1, 1), (1, 1)), ((3, 2, 4, 11), (0, 2))]
+
+
+@pytest.mark.parametrize("shape, padding", CASES)
+def test_three_writings_equal_the_naive_convolution(shape, padding):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal((3, shape[1], 3, 3))
+    b = rng.standard_normal(3)
+    ref, _ = F.conv2d_forward(x, w, b, 1, padding, method="naive")
+    for fn in (W.winograd_conv3x3, W.winograd_conv3x3_numpy, W._winograd_reference):
+        got = fn(x, w, b, padding)
+        assert got.shape == ref.shape and got.dtype == x.dtype
+        assert rel_error(got, ref) <= 1e-13, fn.__name__
+
+
+def test_float32_and_empty_batch():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 16, 12, 10)).astype(np.float32)
+    w = (rng.standard_normal((8, 16, 3, 3)) * 0.1).astype(np.float32)
+    ref, _ = F.conv2d_forward(x.astype(np.float64), w.astype(np.float64), None, 1, 1, method="naive")
+    got = W.winograd_conv3x3(x, w, None, (1, 1))
+    assert got.dtype == np.float32 and rel_error(got, ref) <= 1e-6
+    out, cache = F.conv2d_forward(np.zeros((0, 16, 12, 10), np.float32), w, None, 1, 1, method="winograd")
+    assert out.shape == (0, 8, 12, 10)
+
+
+def test_tier_uses_winograd_only_where_it_applies(monkeypatch):
+    calls = []
+    real = W.winograd_conv3x3
+    monkeypatch.setattr(W, "winograd_conv3x3", lambda *a: calls.append(a[3]) or real(*a))
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 9, 9))
+    for w_shape, stride, padding, dilation, expected in (((4, 3, 3, 3), 1, 1, 1, [(1, 1), (1, 1)]),
+                                                         ((4, 3, 3, 3), 2, 1, 1, []),
+                                                         ((4, 3, 3, 3), 1, 2, 2, []),
+                                                         ((4, 3, 1, 1), 1, 0, 1, []),
+                                                         ((4, 3, 3, 3), 1, 3, 1, [(3, 3)])):
+        calls.clear()
+        w = rng.standard_normal(w_shape)
+        out, cache = F.conv2d_forward(x, w, None, stride, padding, dilation, method="winograd")
+        ref, ref_cache = F.conv2d_forward(x, w, None, stride, padding, dilation, method="naive")
+        dout = rng.standard_normal(out.shape)
+        for g, r in zip(F.conv2d_backward(dout, cache), F.conv2d_backward(dout, ref_cache)):
+            if r is not None:
+                assert rel_error(g, r) <= 1e-12
+        assert rel_error(out, ref) <= 1e-12
+        # forward and (padding <= 2) the input gradient; padding 3 leaves dx to im2col
+        assert calls == expected, (w_shape, stride, padding, dilation)
