@@ -35,9 +35,12 @@ filters; see ``_conv``), so the same function serves the backward pass's dx. The
 beside it: ``winograd_conv3x3_numpy`` (the same steps with NumPy array operations) and
 ``_winograd_reference`` (the formula above, tile by tile, in loops).
 
-Speed: on the layer kit's shapes this tier is, so far, no faster than "im2col" (the products shrink
-2.25×, but the two transforms stream the 16-fold operands V and M through memory); it is a method to
-choose, not the default. Blocking the tiles so that V and M stay in cache is the next step.
+Speed: the products shrink 2.25×, but the input and output transforms stream the 16-fold operands V
+and M through memory. So the tier pays off with many channels (where the products dominate) and loses
+with few: on one thread, forward 256 → 256 channels of 32×32 or 14×14 maps faster than "im2col", 64 → 64
+channels of 64×64 slower (time them with this module's functions; the numbers depend on the machine).
+It is a method to choose, not the default; a per-layer choice by channel count, and blocking the tiles
+so that V and M stay in cache, are the next steps.
 """
 
 from __future__ import annotations
@@ -72,6 +75,40 @@ def _output_transform(m: np.ndarray) -> np.ndarray:
     rows = np.stack([m0 + m1 + m2, m1 - m2 - m3], axis=-2)  # Aᵀ M, (..., 2, 4)
     c0, c1, c2, c3 = rows[..., 0], rows[..., 1], rows[..., 2], rows[..., 3]
     return np.stack([c0 + c1 + c2, c1 - c2 - c3], axis=-1)  # (Aᵀ M) A
+
+
+def filter_transform(w: np.ndarray) -> np.ndarray:
+    """U = G g Gᵀ for every filter g = w[k, c]: (K, C, 3, 3) -> (16, K, C), position ξ·4 + ν first."""
+    u = np.empty((16,) + w.shape[:2], w.dtype)
+    _filter_transform_kernel(np.ascontiguousarray(w), u)
+    return u
+
+
+def _filter_transform_reference(w: np.ndarray) -> np.ndarray:
+    """``filter_transform`` as the matrix formula: G g Gᵀ for every (k, c)."""
+    u = np.einsum("ai,kcij,bj->abkc", G, w.astype(np.float64), G)
+    return u.reshape((16,) + w.shape[:2]).astype(w.dtype)
+
+
+@njit(cache=True, parallel=True)
+def _filter_transform_kernel(w, u):
+    """u[4ξ + ν, k, c] = (G g Gᵀ)[ξ, ν] for g = w[k, c]: G's rows are g0, (g0+g1+g2)/2, (g0−g1+g2)/2, g2."""
+    k_out, c_in = w.shape[:2]
+    for k in prange(k_out):
+        t = np.empty((4, 3), w.dtype)
+        for c in range(c_in):
+            for q in range(3):  # t = G g
+                g0, g1, g2 = w[k, c, 0, q], w[k, c, 1, q], w[k, c, 2, q]
+                t[0, q] = g0
+                t[1, q] = 0.5 * (g0 + g1 + g2)
+                t[2, q] = 0.5 * (g0 - g1 + g2)
+                t[3, q] = g2
+            for a in range(4):  # U = t Gᵀ
+                g0, g1, g2 = t[a, 0], t[a, 1], t[a, 2]
+                u[4 * a + 0, k, c] = g0
+                u[4 * a + 1, k, c] = 0.5 * (g0 + g1 + g2)
+                u[4 * a + 2, k, c] = 0.5 * (g0 - g1 + g2)
+                u[4 * a + 3, k, c] = g2
 
 
 @njit(cache=True, parallel=True)
@@ -139,8 +176,7 @@ def winograd_conv3x3(x: np.ndarray, w: np.ndarray, b, padding) -> np.ndarray:
     hout, wout = h + 2 * ph - 2, wd + 2 * pw - 2
     th, tw = -(-hout // 2), -(-wout // 2)
     x = np.ascontiguousarray(x)
-    u = np.einsum("ai,kcij,bj->abkc", G.astype(x.dtype), w, G.astype(x.dtype), optimize=True)
-    u = np.ascontiguousarray(u.reshape(16, k, c))
+    u = filter_transform(w)
     from minimaskrcnn.nn._conv import _workspace  # scratch reused across calls (no page faults)
 
     v = _workspace("winograd_v", (16, c, n * th * tw), x.dtype)

@@ -72,3 +72,10 @@ def test_tier_uses_winograd_only_where_it_applies(monkeypatch):
         assert rel_error(out, ref) <= 1e-12
         # forward and (padding <= 2) the input gradient; padding 3 leaves dx to im2col
         assert calls == expected, (w_shape, stride, padding, dilation)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_filter_transform_kernel_equals_the_matrix_formula(dtype):
+    w = np.random.default_rng(4).standard_normal((5, 3, 3, 3)).astype(dtype)
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(W.filter_transform(w), W._filter_transform_reference(w), rtol=tol, atol=tol)
