@@ -350,6 +350,13 @@ def draw_roi_sampling(feature_shape, box, output_size=(2, 2), spatial_scale: flo
     bins = roi_pool_bins(box, output_size, spatial_scale, feature_shape)
     samplings = [roi_align_sampling_points(box, output_size, spatial_scale, sampling_ratio, a, feature_shape)
                  for a in alignments]
+    if footprint is not None:  # checked before anything is drawn (the grid may differ per alignment)
+        ph, pw, iy, ix = (int(v) for v in footprint)
+        for samp in samplings:
+            gh, gw = samp["grid"]
+            if not (0 <= ph < ph_n and 0 <= pw < pw_n and 0 <= iy < gh and 0 <= ix < gw):
+                raise ValueError(f"footprint must index a sample (ph < {ph_n}, pw < {pw_n}, iy < {gh}, "
+                                 f"ix < {gw}), got {tuple(footprint)}")
     fig = Figure(figsize=(5 * (1 + len(alignments)), 5), dpi=_DPI)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 1 + len(alignments))
@@ -388,9 +395,6 @@ def draw_roi_sampling(feature_shape, box, output_size=(2, 2), spatial_scale: flo
         ph, pw, iy, ix = (int(v) for v in footprint)
         for ax, samp in zip(axes[1:], samplings):
             gh, gw = samp["grid"]
-            if not (0 <= ph < ph_n and 0 <= pw < pw_n and 0 <= iy < gh and 0 <= ix < gw):
-                raise ValueError(f"footprint must index a sample (ph < {ph_n}, pw < {pw_n}, iy < {gh}, "
-                                 f"ix < {gw}), got {tuple(footprint)}")
             x, y = (float(v) for v in samp["points"][ph, pw, iy * gw + ix])
             ax.scatter([x + 0.5], [y + 0.5], s=120, facecolors="none", edgecolors="black", linewidths=1.5,
                        zorder=4)

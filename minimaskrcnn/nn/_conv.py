@@ -144,8 +144,7 @@ def conv2d_backward(dout, cache, *, need_dx: bool = True, need_dw: bool = True):
             and max(geometry[2], geometry[3]) <= 2:
         # stride 1: dx is the convolution of dout, padded by 2 − pad, with the flipped filters with
         # their channel axes swapped (as the im2col shortcut below) -- again a stride-1 3×3 one.
-        w_flip = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-        dx = _winograd.winograd_conv3x3(np.ascontiguousarray(dout), w_flip, None,
+        dx = _winograd.winograd_conv3x3(np.ascontiguousarray(dout), _flipped_filters(w), None,
                                         (2 - geometry[2], 2 - geometry[3]))
         dw = _conv2d_im2col_backward(dout, x, w, geometry, need_dx=False, need_dw=need_dw)[1]
         return dx, dw, db
@@ -197,6 +196,12 @@ def _conv2d_naive_backward(dout, x, w, geometry):
                                     dw[o, c, i, j] += g * x[n, c, iy, ix]
                                     dx[n, c, iy, ix] += g * w[o, c, i, j]
     return dx, dw
+
+
+def _flipped_filters(w):
+    """(C_in, C_out, kH, kW) filters of the input gradient as a convolution: w rotated by 180° in space,
+    its channel axes swapped (dx of a stride-1 conv is dout convolved with these)."""
+    return np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
 
 
 def _is_pointwise(w, geometry) -> bool:
@@ -288,7 +293,7 @@ def _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=True, need_dx=True, 
         # stride 1: dx is a "full" convolution of dout with the flipped filters, channels swapped:
         # dx[n, c, y, x] = Σ_{o,i,j} dout_pad[n, o, y + i·d, x + j·d] · w[o, c, kH−1−i, kW−1−j],
         # padded by d·(k − 1) − pad. Same FLOPs as col2im, but an im2col copy instead of a scatter.
-        w_flip = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+        w_flip = _flipped_filters(w)
         geometry_dx = (1, 1, dh * (kh - 1) - ph, dw * (kw - 1) - pw, dh, dw, height, width)
         dx = _conv2d_im2col_forward(dout3.reshape(dout.shape), w_flip, None, geometry_dx)
     else:

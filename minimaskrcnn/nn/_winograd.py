@@ -61,6 +61,14 @@ def applies(w_shape, geometry) -> bool:
     return tuple(w_shape[2:]) == (3, 3) and (sh, sw, dh, dw) == (1, 1, 1, 1)
 
 
+def tile_grid(h: int, w: int, padding) -> tuple[int, int, int, int]:
+    """Output size and tile counts of a stride-1 3×3 convolution of an h × w map with ``padding``:
+    (H', W', T_h, T_w) with H' = h + 2·ph − 2 and T_h = ceil(H' / 2) 2×2 output blocks (W likewise)."""
+    ph, pw = padding
+    hout, wout = h + 2 * ph - 2, w + 2 * pw - 2
+    return hout, wout, -(-hout // 2), -(-wout // 2)
+
+
 def _input_transform(tiles: np.ndarray) -> np.ndarray:
     """V = Bᵀ d B for tiles (..., 4, 4): rows, then columns, as the additions Bᵀ's 0 / ±1 entries say."""
     d0, d1, d2, d3 = tiles[..., 0, :], tiles[..., 1, :], tiles[..., 2, :], tiles[..., 3, :]
@@ -173,8 +181,7 @@ def winograd_conv3x3(x: np.ndarray, w: np.ndarray, b, padding) -> np.ndarray:
     n, c, h, wd = x.shape
     k = w.shape[0]
     ph, pw = padding
-    hout, wout = h + 2 * ph - 2, wd + 2 * pw - 2
-    th, tw = -(-hout // 2), -(-wout // 2)
+    hout, wout, th, tw = tile_grid(h, wd, padding)
     x = np.ascontiguousarray(x)
     u = filter_transform(w)
     from minimaskrcnn.nn._conv import _workspace  # scratch reused across calls (no page faults)
@@ -204,8 +211,7 @@ def winograd_conv3x3_numpy(x: np.ndarray, w: np.ndarray, b, padding) -> np.ndarr
     n, c, h, wd = x.shape
     k = w.shape[0]
     ph, pw = padding
-    hout, wout = h + 2 * ph - 2, wd + 2 * pw - 2
-    th, tw = -(-hout // 2), -(-wout // 2)
+    hout, wout, th, tw = tile_grid(h, wd, padding)
     dtype = x.dtype
     # 1. zero padding: the convolution's own, plus what completes the last tile
     xp = np.zeros((n, c, 2 * th + 2, 2 * tw + 2), dtype)
@@ -214,7 +220,7 @@ def winograd_conv3x3_numpy(x: np.ndarray, w: np.ndarray, b, padding) -> np.ndarr
     tiles = np.lib.stride_tricks.as_strided(xp, (n, c, th, tw, 4, 4),
                                             (s[0], s[1], 2 * s[2], 2 * s[3], s[2], s[3]), writeable=False)
     # 2. filter transform U = G g Gᵀ: (K, C, 4, 4) -> (16, K, C)
-    u = np.einsum("ai,kcij,bj->abkc", G.astype(dtype), w, G.astype(dtype), optimize=True).reshape(16, k, c)
+    u = _filter_transform_reference(w)
     # 3. input transform V = Bᵀ d B: (N, C, Th, Tw, 4, 4) -> (16, C, N·Th·Tw)
     v = _input_transform(tiles)  # (N, C, Th, Tw, 4, 4)
     v = np.ascontiguousarray(v.transpose(4, 5, 1, 0, 2, 3)).reshape(16, c, n * th * tw)
@@ -235,8 +241,7 @@ def _winograd_reference(x: np.ndarray, w: np.ndarray, b, padding) -> np.ndarray:
     n, c, h, wd = x.shape
     k = w.shape[0]
     ph, pw = padding
-    hout, wout = h + 2 * ph - 2, wd + 2 * pw - 2
-    th, tw = -(-hout // 2), -(-wout // 2)
+    hout, wout, th, tw = tile_grid(h, wd, padding)
     xp = np.zeros((n, c, 2 * th + 2, 2 * tw + 2))
     xp[:, :, ph:ph + h, pw:pw + wd] = x
     out = np.zeros((n, k, 2 * th, 2 * tw))
