@@ -29,7 +29,7 @@ import numpy as np
 from numba import njit, prange
 
 __all__ = ["lucas_kanade", "warp", "forward_backward_consistency", "to_float_image", "downsample",
-           "upsample_flow", "working_factor"]
+           "upsample_flow", "working_factor", "gaussian_blur"]
 
 # Binomial 5-tap kernel: the Gaussian pyramid's anti-alias filter (Burt & Adelson).
 _PYR_KERNEL = np.array([1, 4, 6, 4, 1], np.float32) / 16
@@ -249,6 +249,11 @@ def _check_flow(flow, shape, name="flow") -> np.ndarray:
 
 def _blur(img, kernel):
     return _filter_cols(_filter_rows(img, kernel), kernel)
+
+
+def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """img (H, W, C) float32 smoothed by a separable Gaussian of ``sigma`` pixels (borders replicate)."""
+    return _blur(np.ascontiguousarray(img, np.float32), _gaussian_kernel(float(sigma)))
 
 
 def _pyramid(img, levels):

@@ -8,6 +8,8 @@ imports them; none of them imports it.
 
     copy      the first mask repeated (``video.propagate``) — the floor any method must beat.
     flow      optical-flow warping of the previous labels (``video.propagate``).
+    align     each object's first-frame appearance aligned to every frame, with occlusion reasoning and
+              re-acquisition by template search, class-agnostic (``video.align``).
     embed     nearest-neighbour matching of pixel features (``video.embed``).
     redetect  tracking by re-detection with the trained Mask R-CNN (``video.redetect``).
     osvos     the Mask R-CNN's heads fine-tuned on the first frame, OSVOS-style (``video.osvos``).
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from minimaskrcnn.video.align import propagate_align
 from minimaskrcnn.video.embed import propagate_embed
 from minimaskrcnn.video.propagate import propagate_copy, propagate_flow
 
@@ -40,7 +43,7 @@ def propagate_osvos(frames, first_mask, **options) -> np.ndarray:
     return method(frames, first_mask, **options)
 
 
-METHODS = {"copy": propagate_copy, "flow": propagate_flow, "embed": propagate_embed,
+METHODS = {"copy": propagate_copy, "flow": propagate_flow, "align": propagate_align, "embed": propagate_embed,
            "redetect": propagate_redetect, "osvos": propagate_osvos}
 # Methods that need the trained detector (``model=`` or ``checkpoint=``).
 DETECTOR_METHODS = ("redetect", "osvos")

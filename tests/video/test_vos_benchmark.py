@@ -49,7 +49,8 @@ def test_vos_command_writes_json(tmp_path, capsys):
 
 def test_vos_command_refuses_unknown_method(capsys):
     assert cli_main(["vos", "--methods", "copy,redetect-not-here", "--clips", "1"]) == 2
-    assert "available: copy" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("minimaskrcnn vos: error:") and "available: align, copy, embed" in err
 
 
 def test_unknown_method_and_bad_count():
