@@ -70,6 +70,9 @@ from minimaskrcnn.video.flow import downsample, gaussian_blur, to_float_image
 
 __all__ = ["propagate_align", "masked_ncc", "align_template"]
 
+# How much NCC a rescaled template must gain over the unscaled one to be preferred in the search (step 5).
+SCALE_MARGIN = 0.05
+
 
 # --------------------------------------------------------------------------------------- sampling
 def _sample(img: np.ndarray, x: np.ndarray, y: np.ndarray):
@@ -532,44 +535,43 @@ def _track(obj, img, pyr, grads, start, iterations, ridge, agree_fraction, occlu
 
 
 def _search(obj, t, img, pyr, grads, scales, ncc_min, f, iterations, ridge, occlusion_k, min_area,
-            reacquire_visible, taken, h, w, first_only=True, scale_margin=0.05):
+            reacquire_visible, taken, h, w):
     """Step 5 for one absent object in frame t: (mask, resid), the object made visible; or None."""
     # Both sides smoothed (σ = 1 pixel of the search grid): the warped template is a bilinear
     # resampling, a fraction of a pixel off the frame's grid and shrunk or turned a little; on fine
     # texture that alone halves an exact match's NCC, on smoothed images it costs almost nothing.
     small = gaussian_blur(downsample(img, f), 1.0)
     best = (-np.inf, None, -1.0)
-    for tmpl_full in (obj.t0,) if first_only else (obj.t0, obj.trun):
-        for s in scales:
-            a = obj.good_a * s
-            # the template warped by A, sampled on the reduced grid: patch pixel v ↔ source ū + A⁻¹(f·v − off)
-            y0, y1, x0, x1 = obj.box
-            corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float64) - obj.centre0
-            xy = corners @ a.T / f
-            lo, hi = np.floor(xy.min(0)).astype(int) - 1, np.ceil(xy.max(0)).astype(int) + 1
-            if np.any(hi - lo < 3) or np.any(hi - lo > 4 * max(small.shape[:2])):
-                continue
-            vy, vx = np.mgrid[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1].astype(np.float64)
-            try:
-                src = (np.stack([vx.ravel(), vy.ravel()], 1) * f) @ np.linalg.inv(a).T + obj.centre0
-            except np.linalg.LinAlgError:
-                continue
-            m, valid = _sample(obj.mask0[..., None].astype(np.float32), src[:, 0], src[:, 1])
-            tm = ((m[:, 0] > 0.5) & valid).reshape(vy.shape)
-            if tm.sum() < 6:
-                continue
-            tv, _ = _sample(tmpl_full, src[:, 0], src[:, 1])
-            patch = gaussian_blur(tv.reshape(vy.shape + (-1,)), 1.0)
-            ncc, (oy, ox) = masked_ncc(small, patch, tm)
-            iy, ix = np.unravel_index(int(np.argmax(ncc)), ncc.shape)
-            # a rescaled template must beat the last good shape clearly: on a partly visible object
-            # (entering at the border) a shrunk template fits the visible part about as well
-            score = float(ncc[iy, ix]) - (0.0 if s == 1 else scale_margin)
-            if score > best[0]:
-                # placement's top-left at reduced pixel (iy − oy, ix − ox) holds patch v = lo: the centre
-                # (v = 0) sits at reduced (iy − oy − lo_y, ix − ox − lo_x), in full resolution × f
-                centre = (np.array([ix - ox - lo[0], iy - oy - lo[1]], np.float64)) * f + (f - 1) / 2
-                best = (score, _Warp(a, centre, obj.warp.g, obj.warp.b), float(ncc[iy, ix]))
+    for s in scales:
+        a = obj.good_a * s
+        # the template warped by A, sampled on the reduced grid: patch pixel v ↔ source ū + A⁻¹(f·v − off)
+        y0, y1, x0, x1 = obj.box
+        corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float64) - obj.centre0
+        xy = corners @ a.T / f
+        lo, hi = np.floor(xy.min(0)).astype(int) - 1, np.ceil(xy.max(0)).astype(int) + 1
+        if np.any(hi - lo < 3) or np.any(hi - lo > 4 * max(small.shape[:2])):
+            continue
+        vy, vx = np.mgrid[lo[1]:hi[1] + 1, lo[0]:hi[0] + 1].astype(np.float64)
+        try:
+            src = (np.stack([vx.ravel(), vy.ravel()], 1) * f) @ np.linalg.inv(a).T + obj.centre0
+        except np.linalg.LinAlgError:
+            continue
+        m, valid = _sample(obj.mask0[..., None].astype(np.float32), src[:, 0], src[:, 1])
+        tm = ((m[:, 0] > 0.5) & valid).reshape(vy.shape)
+        if tm.sum() < 6:
+            continue
+        tv, _ = _sample(obj.t0, src[:, 0], src[:, 1])
+        patch = gaussian_blur(tv.reshape(vy.shape + (-1,)), 1.0)
+        ncc, (oy, ox) = masked_ncc(small, patch, tm)
+        iy, ix = np.unravel_index(int(np.argmax(ncc)), ncc.shape)
+        # a rescaled template must beat the last good shape clearly: on a partly visible object
+        # (entering at the border) a shrunk template fits the visible part about as well
+        score = float(ncc[iy, ix]) - (0.0 if s == 1 else SCALE_MARGIN)
+        if score > best[0]:
+            # placement's top-left at reduced pixel (iy − oy, ix − ox) holds patch v = lo: the centre
+            # (v = 0) sits at reduced (iy − oy − lo_y, ix − ox − lo_x), in full resolution × f
+            centre = (np.array([ix - ox - lo[0], iy - oy - lo[1]], np.float64)) * f + (f - 1) / 2
+            best = (score, _Warp(a, centre, obj.warp.g, obj.warp.b), float(ncc[iy, ix]))
     _, start, ncc_best = best
     if start is None or ncc_best < ncc_min:
         return None
