@@ -68,7 +68,7 @@ import numpy as np
 from minimaskrcnn.video.common import box_sum, check_inputs, dilate, near_boundary
 from minimaskrcnn.video.flow import downsample, gaussian_blur, to_float_image
 
-__all__ = ["propagate_align", "masked_ncc", "align_template"]
+__all__ = ["propagate_align", "AlignTracker", "masked_ncc", "align_template"]
 
 # How much NCC a rescaled template must gain over the unscaled one to be preferred in the search (step 5).
 SCALE_MARGIN = 0.05
@@ -392,46 +392,75 @@ def _amodal_and_residual(obj: _Object, img: np.ndarray, warp: _Warp, tmpl_img: n
     return mask, resid
 
 
-def propagate_align(frames, first_mask, *, levels: int | None = None, iterations: int = 10,
-                    ridge: float = 8.0, agree_fraction: float = 0.8,
-                    occlusion_k: float = 3.0, min_visible: float = 0.15, min_area: int = 12,
-                    scales=(0.8, 1.0, 1.25), ncc_min: float = 0.6, search_size: int = 220,
-                    reacquire_visible: float = 0.4) -> np.ndarray:
+def propagate_align(frames, first_mask, **options) -> np.ndarray:
     """Direct alignment of every object's first-frame template (module docstring). frames (T, H, W, 3)
     uint8, first_mask (H, W) bool or ID map; returns the (T, H, W) uint8 ID map, frame 0 = first_mask.
-    levels: pyramid levels (None: until the shorter side is under 32 pixels, at most 5)."""
-    frames, ids, k = check_inputs(frames, first_mask)
-    for name, v in (("min_visible", min_visible), ("agree_fraction", agree_fraction),
-                    ("reacquire_visible", reacquire_visible)):
-        if not 0.0 <= float(v) <= 1.0:
-            raise ValueError(f"{name} must lie in [0, 1], got {v}")
-    if not -1.0 <= float(ncc_min) <= 1.0:
-        raise ValueError(f"ncc_min must lie in [-1, 1], got {ncc_min}")
-    t_len, h, w = frames.shape[:3]
-    if levels is None:
-        levels = 1
-        while levels < 5 and min(h, w) / 2**levels >= 32:
-            levels += 1
-    img0 = to_float_image(frames[0])
-    pyr0 = _pyramid(img0, levels)
-    objects = [_Object(pyr0, ids == j, levels) for j in range(1, k + 1)]
-    search_f = max(1, int(np.ceil(max(h, w) / int(search_size))))
-    out = np.zeros((t_len, h, w), np.uint8)
+    Options: those of ``AlignTracker``."""
+    frames, ids, _ = check_inputs(frames, first_mask)
+    tracker = AlignTracker(frames[0], ids, **options)
+    out = np.zeros(frames.shape[:3], np.uint8)
     out[0] = ids
-    track_options = (iterations, ridge, agree_fraction, occlusion_k, min_visible, min_area, h, w)
-    for t in range(1, t_len):
-        img = to_float_image(frames[t])
-        pyr = _pyramid(img, levels)
+    for t in range(1, frames.shape[0]):
+        out[t] = tracker.step(frames[t])
+    return out
+
+
+class AlignTracker:
+    """The "align" method one frame at a time, so that other methods can use its verdicts.
+
+        tracker = AlignTracker(frame0, ids0, **options)
+        labels = tracker.step(frame_t)     # steps 1–5 of the module docstring: (H, W) uint8 ID map
+        tracker.visible[j], tracker.found[j]   # object j+1 present; re-acquired by the search this frame
+
+    levels: pyramid levels (None: until the shorter side is under 32 pixels, at most 5); the other
+    options as named in the module docstring.
+    """
+
+    def __init__(self, frame0: np.ndarray, ids: np.ndarray, *, levels: int | None = None,
+                 iterations: int = 10, ridge: float = 8.0, agree_fraction: float = 0.8,
+                 occlusion_k: float = 3.0, min_visible: float = 0.15, min_area: int = 12,
+                 scales=(0.8, 1.0, 1.25), ncc_min: float = 0.6, search_size: int = 220,
+                 reacquire_visible: float = 0.4):
+        for name, v in (("min_visible", min_visible), ("agree_fraction", agree_fraction),
+                        ("reacquire_visible", reacquire_visible)):
+            if not 0.0 <= float(v) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {v}")
+        if not -1.0 <= float(ncc_min) <= 1.0:
+            raise ValueError(f"ncc_min must lie in [-1, 1], got {ncc_min}")
+        h, w = ids.shape
+        if levels is None:
+            levels = 1
+            while levels < 5 and min(h, w) / 2**levels >= 32:
+                levels += 1
+        self.levels, self.h, self.w, self.t = levels, h, w, 0
+        self.objects = [_Object(_pyramid(to_float_image(frame0), levels), ids == j, levels)
+                        for j in range(1, int(ids.max()) + 1)]
+        self.search_f = max(1, int(np.ceil(max(h, w) / int(search_size))))
+        self.track_options = (iterations, ridge, agree_fraction, occlusion_k, min_visible, min_area, h, w)
+        self.search_options = (scales, ncc_min, self.search_f, iterations, ridge, occlusion_k, min_area,
+                               reacquire_visible)
+        self.found = [False] * len(self.objects)
+
+    @property
+    def visible(self) -> list:
+        return [obj.visible for obj in self.objects]
+
+    def step(self, frame: np.ndarray) -> np.ndarray:
+        self.t += 1
+        t, h, w, objects = self.t, self.h, self.w, self.objects
+        img = to_float_image(frame)
+        pyr = _pyramid(img, self.levels)
         grads = [_gradients(p) for p in pyr]
         masks, resids = [], []
         for obj in objects:
             mask, resid = np.zeros((h, w), bool), np.full((h, w), np.inf, np.float32)
             if obj.visible and not obj.relocate:
-                mask, resid = _follow(obj, img, pyr, grads, *track_options)
+                mask, resid = _follow(obj, img, pyr, grads, *self.track_options)
             masks.append(mask)
             resids.append(resid)
         # 5. re-acquisition of absent objects, and a search for the objects found in the previous frame
         # after a long absence (their velocity is unknown: a fast one is beyond the alignment's reach)
+        self.found = [False] * len(objects)
         for j, obj in enumerate(objects):
             if obj.visible and not obj.relocate:
                 continue
@@ -439,13 +468,14 @@ def propagate_align(frames, first_mask, *, levels: int | None = None, iterations
             for i, o in enumerate(objects):
                 if o.visible:
                     taken |= masks[i]
-            found = _search(obj, t, img, pyr, grads, scales, ncc_min, search_f, iterations, ridge,
-                            occlusion_k, min_area, reacquire_visible, taken, h, w)
+            was_absent = not obj.visible
+            found = _search(obj, t, img, pyr, grads, *self.search_options, taken, h, w)
             if found is not None:
                 masks[j], resids[j] = found
+                self.found[j] = was_absent
             elif obj.relocate:  # not found by the search: follow it from where it was, as usual
                 obj.relocate = False
-                masks[j], resids[j] = _follow(obj, img, pyr, grads, *track_options)
+                masks[j], resids[j] = _follow(obj, img, pyr, grads, *self.track_options)
         # 3 (overlaps) and commit: each pixel to the claiming object with the smallest residual
         labels = np.zeros((h, w), np.uint8)
         best = np.full((h, w), np.inf, np.float32)
@@ -453,13 +483,12 @@ def propagate_align(frames, first_mask, *, levels: int | None = None, iterations
             win = mask & (resid < best)
             labels[win] = j + 1
             best[win] = resid[win]
-        out[t] = labels
         for j, obj in enumerate(objects):
             if obj.visible:
                 seen = _seen_points(obj, labels == j + 1)
                 obj.update_running(img, seen)
                 obj.seen_at = (t, obj.warp.c.copy())
-    return out
+        return labels
 
 
 def _follow(obj, img, pyr, grads, iterations, ridge, agree_fraction, occlusion_k, min_visible, min_area,
