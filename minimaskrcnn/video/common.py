@@ -83,6 +83,14 @@ class ColourModel:
         seen = new.sum(1) > 0  # a label absent from the new pixels keeps its histogram
         self.hist[seen] = (1 - momentum) * self.hist[seen] + momentum * new[seen]
 
+    def support(self, image, mask: np.ndarray, label: int) -> float:
+        """Fraction of the pixels under mask (H, W) whose colour is likelier under ``label`` than under
+        label 0 (the background); 0 for an empty mask."""
+        if not mask.any():
+            return 0.0
+        cells = self._cells(image[mask])
+        return float(np.mean(self.hist[label, cells] > self.hist[0, cells]))
+
     def posterior(self, image) -> np.ndarray:
         """(H, W, L) p(label | colour) under equal label priors; a 1e-4 floor per cell (Laplace-like)."""
         lik = (self.hist + 1e-4) / (1.0 + 1e-4 * self.hist.shape[1])

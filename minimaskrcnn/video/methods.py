@@ -10,6 +10,8 @@ imports them; none of them imports it.
     flow      optical-flow warping of the previous labels (``video.propagate``).
     align     each object's first-frame appearance aligned to every frame, with occlusion reasoning and
               re-acquisition by template search, class-agnostic (``video.align``).
+    flowalign flow's masks, align's verdicts: cleared while align finds the object absent, restarted
+              from align's mask when it is found again (``video.flowalign``).
     embed     nearest-neighbour matching of pixel features (``video.embed``).
     redetect  tracking by re-detection with the trained Mask R-CNN (``video.redetect``).
     osvos     the Mask R-CNN's heads fine-tuned on the first frame, OSVOS-style (``video.osvos``).
@@ -24,6 +26,7 @@ import numpy as np
 
 from minimaskrcnn.video.align import propagate_align
 from minimaskrcnn.video.embed import propagate_embed
+from minimaskrcnn.video.flowalign import propagate_flowalign
 from minimaskrcnn.video.propagate import propagate_copy, propagate_flow
 
 __all__ = ["METHODS", "DETECTOR_METHODS", "propagate", "propagate_redetect", "propagate_osvos"]
@@ -43,8 +46,9 @@ def propagate_osvos(frames, first_mask, **options) -> np.ndarray:
     return method(frames, first_mask, **options)
 
 
-METHODS = {"copy": propagate_copy, "flow": propagate_flow, "align": propagate_align, "embed": propagate_embed,
-           "redetect": propagate_redetect, "osvos": propagate_osvos}
+METHODS = {"copy": propagate_copy, "flow": propagate_flow, "align": propagate_align,
+           "flowalign": propagate_flowalign, "embed": propagate_embed, "redetect": propagate_redetect,
+           "osvos": propagate_osvos}
 # Methods that need the trained detector (``model=`` or ``checkpoint=``).
 DETECTOR_METHODS = ("redetect", "osvos")
 
