@@ -114,6 +114,24 @@ def test_colour_model_posterior():
     assert (post[:, 2:, 1] > 0.99).all() and (post[:, :2, 0] > 0.99).all()
 
 
+def test_colour_model_support():
+    # Left half blue (background), right half red (object 1). A mask over the 8 red pixels and 4 blue
+    # ones: 8 of its 12 pixels are likelier under the object's histogram — support 2/3; a purple
+    # colour neither has seen is likelier under neither (both histograms 0 there) and does not count.
+    img = np.zeros((4, 4, 3), np.uint8)
+    img[:, 2:] = [200, 30, 30]
+    img[:, :2] = [20, 20, 220]
+    ids = np.zeros((4, 4), np.uint8)
+    ids[:, 2:] = 1
+    model = ColourModel(img, ids, 2)
+    mask = np.zeros((4, 4), bool)
+    mask[:, 1:] = True
+    assert model.support(img, mask, 1) == pytest.approx(8 / 12)
+    assert model.support(img, np.zeros((4, 4), bool), 1) == 0.0
+    img[0, 3] = [150, 20, 150]
+    assert model.support(img, mask, 1) == pytest.approx(7 / 12)
+
+
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_bad_input(method):
     frames, ids = translating_scene(3, [(40, 40, 8, 1.0, 0.0)])
