@@ -557,8 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
         "and write its CSV files. With --frames DIR --first-mask PNG: the same for one clip of your own.",
     )
     p.add_argument("--methods", default="copy,flow",
-                   help="comma-separated propagation methods among copy, flow, align, embed, redetect, osvos "
-                   "(default copy,flow)")
+                   help="comma-separated propagation methods among copy, flow, align, flowalign, embed, "
+                   "redetect, osvos (default copy,flow)")
     p.add_argument("--clips", type=positive_int, default=30, help="synthetic: number of clips (default 30)")
     p.add_argument("--split", choices=["shapes", "photo"], default="shapes",
                    help="synthetic: 'shapes' (128×128 flat-textured clips, the original benchmark) or "
