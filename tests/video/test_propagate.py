@@ -102,12 +102,18 @@ def test_bool_first_mask_is_object_one():
     assert set(np.unique(out)) == {0, 1}
 
 
-def test_colour_model_posterior():
+def _blue_and_red():
+    """A 4 × 4 image: left half blue (background), right half red (object 1); and its ID map."""
     img = np.zeros((4, 4, 3), np.uint8)
     img[:, 2:] = [200, 30, 30]
     img[:, :2] = [20, 20, 220]
     ids = np.zeros((4, 4), np.uint8)
     ids[:, 2:] = 1
+    return img, ids
+
+
+def test_colour_model_posterior():
+    img, ids = _blue_and_red()
     post = ColourModel(img, ids, 2).posterior(img)
     assert post.shape == (4, 4, 2)
     np.testing.assert_allclose(post.sum(-1), 1.0, rtol=1e-6)
@@ -115,14 +121,10 @@ def test_colour_model_posterior():
 
 
 def test_colour_model_support():
-    # Left half blue (background), right half red (object 1). A mask over the 8 red pixels and 4 blue
-    # ones: 8 of its 12 pixels are likelier under the object's histogram — support 2/3; a purple
-    # colour neither has seen is likelier under neither (both histograms 0 there) and does not count.
-    img = np.zeros((4, 4, 3), np.uint8)
-    img[:, 2:] = [200, 30, 30]
-    img[:, :2] = [20, 20, 220]
-    ids = np.zeros((4, 4), np.uint8)
-    ids[:, 2:] = 1
+    # A mask over the 8 red pixels and 4 blue ones: 8 of its 12 pixels are likelier under the object's
+    # histogram — support 2/3; a purple colour neither has seen is likelier under neither (both
+    # histograms 0 there) and does not count.
+    img, ids = _blue_and_red()
     model = ColourModel(img, ids, 2)
     mask = np.zeros((4, 4), bool)
     mask[:, 1:] = True
