@@ -216,15 +216,19 @@ def rois_from_boxes(boxes, num_images: int, dtype, name: str = "boxes") -> np.nd
     return rois
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def transpose_into(src, dst):
-    """``dst[j, i] = src[i, j]`` for 2-D arrays, 16 columns of ``src`` at a time: each pass reads one
-    cache line per row of ``src`` and writes 16 rows of ``dst`` sequentially. The kernels work
-    channels-last and use this to hand back channels-first results (a plain double loop would read
-    or write with a stride of a whole row at every step)."""
+    """``dst[j, i] = src[i, j]`` for 2-D arrays, one 8×8 tile at a time: a tile reads 8 short runs of
+    ``src`` and writes 8 short runs of ``dst``, all of them in cache while the tile is copied. The
+    kernels work channels-last and use this to hand back channels-first results (and the RoIAlign
+    backward to turn each RoI's gradient channels-last). A plain double loop writes with the stride
+    of a whole row at every step; strips of 16 columns (16 × all rows) were measured 3–4× slower than
+    8×8 tiles on RoIAlign's (256, 196) → (196, 256) blocks (``minimaskrcnn bench ops``)."""
     I, J = src.shape
-    for j0 in range(0, J, 16):
-        j1 = min(J, j0 + 16)
-        for i in range(I):
+    for i0 in range(0, I, 8):
+        i1 = min(I, i0 + 8)
+        for j0 in range(0, J, 8):
+            j1 = min(J, j0 + 8)
             for j in range(j0, j1):
-                dst[j, i] = src[i, j]
+                for i in range(i0, i1):
+                    dst[j, i] = src[i, j]
