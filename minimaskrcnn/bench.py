@@ -103,9 +103,11 @@ def bench_conv(threads: int, repeat: int) -> None:
     import numpy as np
     import torch
 
+    from minimaskrcnn.nn import _winograd
     from minimaskrcnn.nn import functional as F
 
-    print(f"conv2d forward+backward, float32, {threads} thread(s) each; "
+    print(f"conv2d forward+backward, float32, {threads} thread(s) each (ours: the default method, "
+          f"\"auto\", which takes the one named in brackets); "
           f"torch {torch.__version__}, {_set_blas_threads(threads)}")
     t0 = time.perf_counter()
     x = np.ones((1, 2, 5, 5), np.float32)
@@ -118,7 +120,8 @@ def bench_conv(threads: int, repeat: int) -> None:
     rng = np.random.default_rng(0)
     for n, c, h, w, c_out in ((2, 64, 64, 64, 64), (8, 256, 32, 32, 256)):
         wall, cpu = _time_conv_case(rng, (n, c, h, w), c_out, repeat)
-        report(f"conv2d fwd+bwd {n}x{c}x{h}x{w} k3 pad1 {c}->{c_out}", wall["ours"], wall["torch"])
+        chosen = "winograd" if _winograd.pays_off((c_out, c, 3, 3), (1, 1, 1, 1, 1, 1, h, w)) else "im2col"
+        report(f"conv2d fwd+bwd {n}x{c}x{h}x{w} k3 pad1 {c}->{c_out} ({chosen})", wall["ours"], wall["torch"])
         print(f"{'  (process CPU time, all threads)':<48s} ours {cpu['ours'] * 1e3:9.2f} ms   "
               f"torch {cpu['torch'] * 1e3:9.2f} ms   ours/torch {cpu['ours'] / cpu['torch']:6.2f}x")
 

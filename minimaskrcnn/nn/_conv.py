@@ -1,18 +1,22 @@
 """conv2d and conv_transpose2d: forward/backward pairs (re-exported by ``minimaskrcnn.nn.functional``).
 
-Convolution comes in three interchangeable methods, tested equal to each other and to torch:
+Convolution comes in interchangeable methods, tested equal to each other and to torch:
 
 * ``method="naive"`` — seven nested Python loops, the definition written out; for reading and tests.
 * ``method="col2im"`` — the textbook fast version: copy every receptive field into one column of a
   matrix (im2col, a Numba kernel), do the convolution as one matrix product (BLAS), and in the
   backward pass scatter the column gradients back onto the image (col2im, its adjoint).
-* ``method="im2col"`` (default, the fastest) — the same, plus two shortcuts: a 1×1 convolution
-  needs no im2col at all (it *is* a matrix product on the strided input), and for stride 1 the input
-  gradient is itself a convolution (of dout with the flipped filters), computed with im2col + GEMM
-  instead of GEMM + col2im: the same arithmetic, but a copy is cheaper than a scatter-add.
+* ``method="im2col"`` — the same, plus two shortcuts: a 1×1 convolution needs no im2col at all (it
+  *is* a matrix product on the strided input), and for stride 1 the input gradient is itself a
+  convolution (of dout with the flipped filters), computed with im2col + GEMM instead of GEMM +
+  col2im: the same arithmetic, but a copy is cheaper than a scatter-add.
 * ``method="winograd"`` — stride-1 3×3 convolutions by Winograd's F(2×2, 3×3) (``_winograd``: 16
-  multiplications per 2×2 output block instead of 36), forward and the input gradient (itself such a
-  convolution); the filter gradient, and every other kernel shape, stride or dilation, as "im2col".
+  multiplications per 2×2 output block instead of 36): the forward, the input gradient (itself such a
+  convolution) and the filter gradient (the transforms' adjoints); every other kernel shape, stride or
+  dilation as "im2col".
+* ``method="auto"`` (default) — "winograd" where it pays off (``_winograd.pays_off``: stride-1 3×3
+  filters with at least 64 input and output channels on maps at least 16 wide and high, or 256
+  channels on maps at least 8 wide), "im2col" everywhere else.
 
 The im2col methods reuse scratch buffers between calls (``clear_workspace`` frees them) and keep
 only x and w in the cache: backward rebuilds the column matrix, so a network holds one activation
@@ -30,7 +34,7 @@ from minimaskrcnn.nn import _conv_kernels as _k
 from minimaskrcnn.nn import _winograd
 from minimaskrcnn.nn._args import _out_size, _param, _same_dtype
 
-CONV_METHODS = ("im2col", "col2im", "naive", "winograd")
+CONV_METHODS = ("auto", "im2col", "col2im", "naive", "winograd")
 
 # --------------------------------------------------------------------------------------------------
 # scratch memory
@@ -69,7 +73,7 @@ def _check_method(method: str) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, *, method: str = "im2col"):
+def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, *, method: str = "auto"):
     """2-D cross-correlation, as ``torch.nn.functional.conv2d`` (groups = 1).
 
     Inputs
@@ -77,8 +81,9 @@ def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, *, method: str = "i
     - w: (C_out, C_in, kH, kW) filters (torch layout).
     - b: (C_out,) bias, or None.
     - stride, padding, dilation: int or (h, w) pair; stride, dilation >= 1, padding >= 0 (zeros).
-    - method: "im2col" (default, fastest), "col2im" (textbook im2col/col2im), "naive" (loops) or
-      "winograd" (F(2×2, 3×3) for stride-1 3×3 filters, "im2col" otherwise); see the module docstring.
+    - method: "auto" (default: "winograd" where it pays off, else "im2col"), "im2col", "col2im"
+      (textbook im2col/col2im), "naive" (loops) or "winograd" (F(2×2, 3×3) for stride-1 3×3 filters,
+      "im2col" otherwise); see the module docstring.
 
     Output
     - out: (N, C_out, H', W') with H' = 1 + (H + 2·pad_h − dil_h·(kH − 1) − 1) // stride_h, same for W';
@@ -106,6 +111,8 @@ def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, *, method: str = "i
                              f"{axis} ({size} + 2·{p}); x {x.shape}, w {w.shape}")
     hout, wout = _out_size(height, kh, sh, ph, dh), _out_size(width, kw, sw, pw, dw)
     geometry = (sh, sw, ph, pw, dh, dw, hout, wout)
+    if method == "auto":  # resolved here, so that the backward uses the forward's choice
+        method = "winograd" if _winograd.pays_off(w.shape, geometry) else "im2col"
     if method == "naive":
         out = _conv2d_naive_forward(x, w, b, geometry)
     elif method == "winograd" and _winograd.applies(w.shape, geometry):
@@ -146,7 +153,7 @@ def conv2d_backward(dout, cache, *, need_dx: bool = True, need_dw: bool = True):
         # their channel axes swapped (as the im2col shortcut below) -- again a stride-1 3×3 one.
         dx = _winograd.winograd_conv3x3(np.ascontiguousarray(dout), _flipped_filters(w), None,
                                         (2 - geometry[2], 2 - geometry[3]))
-        dw = _conv2d_im2col_backward(dout, x, w, geometry, need_dx=False, need_dw=need_dw)[1]
+        dw = _winograd.winograd_filter_grad(x, dout, geometry[2:4]) if need_dw else None
         return dx, dw, db
     dx, dw = _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=method != "col2im",
                                      need_dx=need_dx, need_dw=need_dw)
@@ -331,7 +338,7 @@ def _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=True, need_dx=True, 
 # --------------------------------------------------------------------------------------------------
 
 
-def conv_transpose2d_forward(x, w, b, stride=1, padding=0, *, method: str = "im2col"):
+def conv_transpose2d_forward(x, w, b, stride=1, padding=0, *, method: str = "auto"):
     """2-D transposed convolution, as ``torch.nn.functional.conv_transpose2d`` (groups = 1,
     dilation = 1, output_padding = 0): the adjoint of conv2d with the same stride and padding.
 
@@ -340,9 +347,9 @@ def conv_transpose2d_forward(x, w, b, stride=1, padding=0, *, method: str = "im2
     - w: (C_in, C_out, kH, kW) — torch's layout for transposed convolution (C_in first).
     - b: (C_out,) or None.
     - stride, padding: int or (h, w) pair; stride >= 1, padding >= 0.
-    - method: "im2col" (default: one BLAS product, then col2im; a reshape when kernel = stride),
-      "col2im" (always col2im) or "naive" (loops); "winograd" is "im2col" here (no Winograd tier for
-      transposed convolutions).
+    - method: "im2col" (one BLAS product, then col2im; a reshape when kernel = stride), "col2im"
+      (always col2im) or "naive" (loops); "auto" (default) and "winograd" are "im2col" here (no
+      Winograd tier for transposed convolutions).
 
     Output
     - out: (N, C_out, H', W') with H' = (H − 1)·stride_h − 2·pad_h + kH (must be >= 1), same for W';

@@ -36,11 +36,14 @@ beside it: ``winograd_conv3x3_numpy`` (the same steps with NumPy array operation
 ``_winograd_reference`` (the formula above, tile by tile, in loops).
 
 Speed: the products shrink 2.25×, but the input and output transforms stream the 16-fold operands V
-and M through memory. So the tier pays off with many channels (where the products dominate) and loses
-with few: on one thread, forward 256 → 256 channels of 32×32 or 14×14 maps faster than "im2col", 64 → 64
-channels of 64×64 slower (time them with this module's functions; the numbers depend on the machine).
-It is a method to choose, not the default; a per-layer choice by channel count, and blocking the tiles
-so that V and M stay in cache, are the next steps.
+and M through memory. The Numba transforms work a tile row at a time, every loop running over the row's
+tiles with unit strides (the input rows split into even and odd columns first), so the compiler
+vectorizes them; they then cost a fraction of the products on wide maps. On short rows (maps under 16
+wide) and with few channels the fixed costs win: ``pays_off`` is where conv2d's default method
+("auto") takes this tier. Blocking the tiles so that V and M stay in cache is the next step.
+
+The filter gradient is Winograd's too (``winograd_filter_grad``): with dM = A dY Aᵀ per tile (the
+output transform's adjoint), dU = Σ_tiles dM ⊙ V is again 16 matrix products, and dW = Gᵀ dU G.
 """
 
 from __future__ import annotations
@@ -59,6 +62,21 @@ def applies(w_shape, geometry) -> bool:
     """True when the convolution is one F(2×2, 3×3) computes: 3×3 filters, stride 1, dilation 1."""
     sh, sw, _, _, dh, dw, _, _ = geometry
     return tuple(w_shape[2:]) == (3, 3) and (sh, sw, dh, dw) == (1, 1, 1, 1)
+
+
+def pays_off(w_shape, geometry) -> bool:
+    """Where conv2d's default method ("auto") takes this tier: it applies, both channel counts are at
+    least 64 and the output map is at least 16 × 16 — or the channels at least 256 and the map at least
+    8 × 8. Winograd saves GEMM work ∝ C_in·C_out per tile and pays transforms ∝ C_in + C_out per tile,
+    plus a fixed cost per tile row (short rows do not vectorize). Chosen from a sweep of forward +
+    backward times against "im2col" (float32, 2 threads): it wins 1.1–1.8× on 64-channel 32×32 to
+    256-channel 200×200 maps and loses on 8×8 and 14×14 maps of 64–128 channels and below 64 channels
+    (``minimaskrcnn bench conv`` times the two benchmark shapes)."""
+    if not applies(w_shape, geometry):
+        return False
+    channels = min(w_shape[0], w_shape[1])
+    side = min(geometry[6], geometry[7])
+    return (channels >= 64 and side >= 16) or (channels >= 256 and side >= 8)
 
 
 def tile_grid(h: int, w: int, padding) -> tuple[int, int, int, int]:
@@ -119,58 +137,182 @@ def _filter_transform_kernel(w, u):
                 u[4 * a + 3, k, c] = g2
 
 
+@njit(cache=True, inline="always")
+def _padded_row_halves(x, n, c, yy, pw, ev, od):
+    """Row yy of x[n, c] with pw zeros on the left and zeros to the end, split into its even and odd
+    columns: ev[j] = x_pad[yy, 2j], od[j] = x_pad[yy, 2j + 1] (a row outside x is all zeros). Tile j
+    of a tile row reads columns 2j .. 2j + 3 = ev[j], od[j], ev[j + 1], od[j + 1]: unit strides."""
+    w = x.shape[3]
+    ev[:] = 0.0
+    od[:] = 0.0
+    if 0 <= yy < x.shape[2]:
+        for col in range(w):
+            q = col + pw
+            if q % 2 == 0:
+                ev[q // 2] = x[n, c, yy, col]
+            else:
+                od[q // 2] = x[n, c, yy, col]
+
+
 @njit(cache=True, parallel=True)
 def _input_transform_kernel(x, v, ph, pw, th, tw):
     """V[(ξ, ν), c, (n, i, j)] = (Bᵀ d B)[ξ, ν] for the 4×4 tile d at (2i − ph, 2j − pw) of x[n, c]
-    (reads outside x are the zero padding); v (16, C, N·Th·Tw). One thread per channel."""
-    n_batch, c_in, h, w = x.shape
-    for c in prange(c_in):
-        d = np.empty((4, 4), x.dtype)
-        t = np.empty((4, 4), x.dtype)
-        for n in range(n_batch):
-            for i in range(th):
+    (reads outside x are the zero padding); v (16, C, N·Th·Tw). One task per (n, c); a tile row of Tw
+    tiles at a time, every loop over the Tw tiles of the row (unit strides, so they vectorize):
+
+    1. the four input rows 2i − ph .. 2i − ph + 3, zero padded, split into even / odd columns;
+    2. d B for each row u: e[u, ν] over the tiles (B's columns: d0 − d2, d1 + d2, d2 − d1, d1 − d3);
+    3. Bᵀ (d B): V[ξ, ν] = e[0] − e[2], e[1] + e[2], e[2] − e[1], e[1] − e[3], written into v."""
+    n_batch, c_in = x.shape[:2]
+    for task in prange(n_batch * c_in):
+        n, c = task // c_in, task % c_in
+        ev = np.empty((4, tw + 1), x.dtype)
+        od = np.empty((4, tw + 1), x.dtype)
+        e = np.empty((4, 4, tw), x.dtype)
+        for i in range(th):
+            for u in range(4):  # 1.
+                _padded_row_halves(x, n, c, 2 * i - ph + u, pw, ev[u], od[u])
+            for u in range(4):  # 2.
+                a, b = ev[u], od[u]
+                e0, e1, e2, e3 = e[u, 0], e[u, 1], e[u, 2], e[u, 3]
                 for j in range(tw):
-                    y0, x0 = 2 * i - ph, 2 * j - pw
-                    for u in range(4):
-                        for q in range(4):
-                            yy, xx = y0 + u, x0 + q
-                            d[u, q] = x[n, c, yy, xx] if 0 <= yy < h and 0 <= xx < w else 0.0
-                    for q in range(4):  # t = Bᵀ d
-                        t[0, q] = d[0, q] - d[2, q]
-                        t[1, q] = d[1, q] + d[2, q]
-                        t[2, q] = d[2, q] - d[1, q]
-                        t[3, q] = d[1, q] - d[3, q]
-                    p = (n * th + i) * tw + j
-                    for u in range(4):  # V = t B
-                        v[4 * u + 0, c, p] = t[u, 0] - t[u, 2]
-                        v[4 * u + 1, c, p] = t[u, 1] + t[u, 2]
-                        v[4 * u + 2, c, p] = t[u, 2] - t[u, 1]
-                        v[4 * u + 3, c, p] = t[u, 1] - t[u, 3]
+                    e0[j] = a[j] - a[j + 1]
+                for j in range(tw):
+                    e1[j] = b[j] + a[j + 1]
+                for j in range(tw):
+                    e2[j] = a[j + 1] - b[j]
+                for j in range(tw):
+                    e3[j] = b[j] - b[j + 1]
+            p0 = (n * th + i) * tw
+            for nu in range(4):  # 3.
+                r0, r1, r2, r3 = e[0, nu], e[1, nu], e[2, nu], e[3, nu]
+                v0, v1 = v[nu, c, p0:p0 + tw], v[4 + nu, c, p0:p0 + tw]
+                v2, v3 = v[8 + nu, c, p0:p0 + tw], v[12 + nu, c, p0:p0 + tw]
+                for j in range(tw):
+                    v0[j] = r0[j] - r2[j]
+                for j in range(tw):
+                    v1[j] = r1[j] + r2[j]
+                for j in range(tw):
+                    v2[j] = r2[j] - r1[j]
+                for j in range(tw):
+                    v3[j] = r1[j] - r3[j]
 
 
 @njit(cache=True, parallel=True)
 def _output_transform_kernel(m, bias, out, th, tw):
     """out[n, k, 2i:2i+2, 2j:2j+2] = (Aᵀ M A) + bias[k] for M = m[:, k, (n, i, j)] reshaped (4, 4),
-    cropped to out's size; m (16, K, N·Th·Tw), bias (K,) or empty. One thread per output channel."""
+    cropped to out's size; m (16, K, N·Th·Tw), bias (K,) or empty. One task per (n, k), a tile row at
+    a time, every loop over the row's Tw tiles:
+
+    1. Aᵀ M: r[0, ν] = M[0, ν] + M[1, ν] + M[2, ν], r[1, ν] = M[1, ν] − M[2, ν] − M[3, ν];
+    2. (Aᵀ M) A: the even output columns r[u, 0] + r[u, 1] + r[u, 2], the odd r[u, 1] − r[u, 2] − r[u, 3];
+    3. both interleaved into output rows 2i and 2i + 1 (those inside the output), plus the bias."""
     n_batch, k_out, hout, wout = out.shape
-    for k in prange(k_out):
-        r = np.empty((2, 4), m.dtype)
+    for task in prange(n_batch * k_out):
+        n, k = task // k_out, task % k_out
+        r = np.empty((2, 4, tw), m.dtype)
+        ye = np.empty(tw, m.dtype)
+        yo = np.empty(tw, m.dtype)
         bk = bias[k] if bias.size else 0.0
-        for n in range(n_batch):
-            for i in range(th):
+        for i in range(th):
+            p0 = (n * th + i) * tw
+            for nu in range(4):  # 1.
+                m0, m1 = m[nu, k, p0:p0 + tw], m[4 + nu, k, p0:p0 + tw]
+                m2, m3 = m[8 + nu, k, p0:p0 + tw], m[12 + nu, k, p0:p0 + tw]
+                a, b = r[0, nu], r[1, nu]
                 for j in range(tw):
-                    p = (n * th + i) * tw + j
-                    for q in range(4):  # r = Aᵀ M
-                        r[0, q] = m[q, k, p] + m[4 + q, k, p] + m[8 + q, k, p]
-                        r[1, q] = m[4 + q, k, p] - m[8 + q, k, p] - m[12 + q, k, p]
-                    for u in range(2):  # Y = r A
-                        y = 2 * i + u
-                        if y >= hout:
-                            continue
-                        x0 = 2 * j
-                        out[n, k, y, x0] = r[u, 0] + r[u, 1] + r[u, 2] + bk
-                        if x0 + 1 < wout:
-                            out[n, k, y, x0 + 1] = r[u, 1] - r[u, 2] - r[u, 3] + bk
+                    a[j] = m0[j] + m1[j] + m2[j]
+                for j in range(tw):
+                    b[j] = m1[j] - m2[j] - m3[j]
+            for u in range(2):
+                y = 2 * i + u
+                if y >= hout:
+                    continue
+                q0, q1, q2, q3 = r[u, 0], r[u, 1], r[u, 2], r[u, 3]
+                for j in range(tw):  # 2.
+                    ye[j] = q0[j] + q1[j] + q2[j] + bk
+                for j in range(tw):
+                    yo[j] = q1[j] - q2[j] - q3[j] + bk
+                row = out[n, k, y]
+                for j in range(wout // 2):  # 3.
+                    row[2 * j] = ye[j]
+                    row[2 * j + 1] = yo[j]
+                if wout % 2:
+                    row[wout - 1] = ye[wout // 2]
+
+
+@njit(cache=True, parallel=True)
+def _output_transform_adjoint_kernel(dout, dm, th, tw):
+    """The adjoint of the output transform, for the filter gradient: dM = A dY Aᵀ for the 2×2 block
+    dY = dout[n, k, 2i:2i+2, 2j:2j+2] of every tile (zeros beyond the output), into dm (16, K, N·Th·Tw).
+    Aᵀ's columns are (1, 0), (1, 1), (1, −1), (0, −1), so along each axis the four values are
+    dY0, dY0 + dY1, dY0 − dY1, −dY1. One task per (n, k), a tile row at a time:
+
+    1. the two output rows, split into even / odd columns (zeros past the output);
+    2. along the columns: f[u, ν] = ye, ye + yo, ye − yo, −yo for each row u;
+    3. along the rows: dM[ξ, ν] = f[0, ν], f[0, ν] + f[1, ν], f[0, ν] − f[1, ν], −f[1, ν]."""
+    n_batch, k_out, hout, wout = dout.shape
+    for task in prange(n_batch * k_out):
+        n, k = task // k_out, task % k_out
+        ye = np.empty((2, tw), dout.dtype)
+        yo = np.empty((2, tw), dout.dtype)
+        f = np.empty((2, 4, tw), dout.dtype)
+        for i in range(th):
+            ye[:, :] = 0.0
+            yo[:, :] = 0.0
+            for u in range(2):  # 1.
+                y = 2 * i + u
+                if y < hout:
+                    row = dout[n, k, y]
+                    for j in range(wout // 2):
+                        ye[u, j] = row[2 * j]
+                        yo[u, j] = row[2 * j + 1]
+                    if wout % 2:
+                        ye[u, wout // 2] = row[wout - 1]
+            for u in range(2):  # 2.
+                a, b = ye[u], yo[u]
+                f0, f1, f2, f3 = f[u, 0], f[u, 1], f[u, 2], f[u, 3]
+                for j in range(tw):
+                    f0[j] = a[j]
+                for j in range(tw):
+                    f1[j] = a[j] + b[j]
+                for j in range(tw):
+                    f2[j] = a[j] - b[j]
+                for j in range(tw):
+                    f3[j] = -b[j]
+            p0 = (n * th + i) * tw
+            for nu in range(4):  # 3.
+                a, b = f[0, nu], f[1, nu]
+                d0, d1 = dm[nu, k, p0:p0 + tw], dm[4 + nu, k, p0:p0 + tw]
+                d2, d3 = dm[8 + nu, k, p0:p0 + tw], dm[12 + nu, k, p0:p0 + tw]
+                for j in range(tw):
+                    d0[j] = a[j]
+                for j in range(tw):
+                    d1[j] = a[j] + b[j]
+                for j in range(tw):
+                    d2[j] = a[j] - b[j]
+                for j in range(tw):
+                    d3[j] = -b[j]
+
+
+@njit(cache=True, parallel=True)
+def _filter_transform_adjoint_kernel(du, dw):
+    """dg = Gᵀ dU G for every (k, c): du (16, K, C) → dw (K, C, 3, 3), the adjoint of U = G g Gᵀ.
+    Gᵀ's rows are (1, ½, ½, 0), (0, ½, −½, 0), (0, ½, ½, 1)."""
+    k_out, c_in = dw.shape[:2]
+    for k in prange(k_out):
+        t = np.empty((3, 4), dw.dtype)
+        for c in range(c_in):
+            for nu in range(4):  # t = Gᵀ dU (over ξ)
+                u0, u1, u2, u3 = du[nu, k, c], du[4 + nu, k, c], du[8 + nu, k, c], du[12 + nu, k, c]
+                t[0, nu] = u0 + 0.5 * (u1 + u2)
+                t[1, nu] = 0.5 * (u1 - u2)
+                t[2, nu] = 0.5 * (u1 + u2) + u3
+            for a in range(3):  # dg = t G (over ν)
+                u0, u1, u2, u3 = t[a, 0], t[a, 1], t[a, 2], t[a, 3]
+                dw[k, c, a, 0] = u0 + 0.5 * (u1 + u2)
+                dw[k, c, a, 1] = 0.5 * (u1 - u2)
+                dw[k, c, a, 2] = 0.5 * (u1 + u2) + u3
 
 
 def winograd_conv3x3(x: np.ndarray, w: np.ndarray, b, padding) -> np.ndarray:
@@ -194,6 +336,56 @@ def winograd_conv3x3(x: np.ndarray, w: np.ndarray, b, padding) -> np.ndarray:
     bias = b if b is not None else np.empty(0, x.dtype)
     _output_transform_kernel(m, bias, out, th, tw)
     return out
+
+
+def winograd_filter_grad(x: np.ndarray, dout: np.ndarray, padding) -> np.ndarray:
+    """The filter gradient of a stride-1 3×3 convolution by F(2×2, 3×3): dW (K, C, 3, 3) for x (N, C, H, W)
+    and dout (N, K, H', W'), as ``conv2d_backward``'s dW.
+
+    The forward is Y = Aᵀ[U ⊙ V]A per tile, summed over channels, with U = G g Gᵀ; so, tile by tile,
+    dM = A dY Aᵀ, dU[ξ, ν] = Σ_tiles dM[ξ, ν] · V[ξ, ν], and dg = Gᵀ dU G (each transform's adjoint):
+
+    1. V = Bᵀ d B for every tile and channel, (16, C, P) — the forward's input transform, recomputed;
+    2. dM = A dY Aᵀ for every tile and output channel, (16, K, P);
+    3. dU = dM @ Vᵀ: 16 matrix products (K, P) @ (P, C), the sum over all tiles of all images;
+    4. dW = Gᵀ dU G for every (k, c)."""
+    n, c, h, wd = x.shape
+    k = dout.shape[1]
+    ph, pw = padding
+    hout, wout, th, tw = tile_grid(h, wd, padding)
+    from minimaskrcnn.nn._conv import _workspace
+
+    x = np.ascontiguousarray(x)
+    v = _workspace("winograd_v", (16, c, n * th * tw), x.dtype)
+    _input_transform_kernel(x, v, ph, pw, th, tw)  # 1.
+    dm = _workspace("winograd_m", (16, k, n * th * tw), x.dtype)
+    _output_transform_adjoint_kernel(np.ascontiguousarray(dout), dm, th, tw)  # 2.
+    du = np.matmul(dm, v.transpose(0, 2, 1))  # 3.
+    dw = np.empty((k, c, 3, 3), x.dtype)
+    _filter_transform_adjoint_kernel(du, dw)  # 4.
+    return dw
+
+
+def _winograd_filter_grad_reference(x: np.ndarray, dout: np.ndarray, padding) -> np.ndarray:
+    """``winograd_filter_grad`` as the formulas, tile by tile, in loops: dW[k, c] = Gᵀ [Σ_tiles
+    (A dY Aᵀ) ⊙ (Bᵀ d B)] G with dY the tile's 2×2 block of dout (zeros past the output's edge)."""
+    n, c, h, wd = x.shape
+    k = dout.shape[1]
+    ph, pw = padding
+    hout, wout, th, tw = tile_grid(h, wd, padding)
+    xp = np.zeros((n, c, 2 * th + 2, 2 * tw + 2))
+    xp[:, :, ph:ph + h, pw:pw + wd] = x
+    dy = np.zeros((n, k, 2 * th, 2 * tw))
+    dy[:, :, :hout, :wout] = dout
+    du = np.zeros((k, c, 4, 4))
+    for img in range(n):
+        for i in range(th):
+            for j in range(tw):
+                for o in range(k):
+                    dm = A_T.T @ dy[img, o, 2 * i:2 * i + 2, 2 * j:2 * j + 2] @ A_T
+                    for ci in range(c):
+                        du[o, ci] += dm * (B_T @ xp[img, ci, 2 * i:2 * i + 4, 2 * j:2 * j + 4] @ B_T.T)
+    return np.einsum("ai,kcab,bj->kcij", G, du, G).astype(x.dtype)
 
 
 def winograd_conv3x3_numpy(x: np.ndarray, w: np.ndarray, b, padding) -> np.ndarray:

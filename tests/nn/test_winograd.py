@@ -79,3 +79,90 @@ def test_filter_transform_kernel_equals_the_matrix_formula(dtype):
     w = np.random.default_rng(4).standard_normal((5, 3, 3, 3)).astype(dtype)
     tol = 1e-6 if dtype == np.float32 else 1e-14
     np.testing.assert_allclose(W.filter_transform(w), W._filter_transform_reference(w), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("shape, padding", CASES)
+def test_filter_gradient_equals_the_naive_backward(shape, padding):
+    # dW by the transforms' adjoints (kernel and loop writings) against the seven-loop backward.
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal((3, shape[1], 3, 3))
+    out, cache = F.conv2d_forward(x, w, None, 1, padding, method="naive")
+    dout = rng.standard_normal(out.shape)
+    _, ref, _ = F.conv2d_backward(dout, cache)
+    for fn in (W.winograd_filter_grad, W._winograd_filter_grad_reference):
+        got = fn(x, dout, padding)
+        assert got.shape == w.shape and got.dtype == x.dtype
+        assert rel_error(got, ref) <= 1e-13, fn.__name__
+
+
+def test_filter_gradient_float32():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 16, 13, 10)).astype(np.float32)
+    dout = rng.standard_normal((2, 8, 13, 10)).astype(np.float32)
+    w = np.zeros((8, 16, 3, 3))
+    _, cache = F.conv2d_forward(x.astype(np.float64), w, None, 1, 1, method="naive")
+    _, ref, _ = F.conv2d_backward(dout.astype(np.float64), cache)
+    got = W.winograd_filter_grad(x, dout, (1, 1))
+    assert got.dtype == np.float32 and rel_error(got, ref) <= 1e-6
+
+
+def test_transform_kernels_equal_the_matrix_formulas():
+    # Each Numba transform against its matrix: V = Bᵀ d B, Y = Aᵀ M A, dM = A dY Aᵀ, dg = Gᵀ dU G.
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 1, 5, 7))
+    th, tw = 2, 3  # tiles of a 3×3 convolution with padding 0 (output 3×5: 2 × 3 blocks, cropped)
+    v = np.empty((16, 1, th * tw))
+    W._input_transform_kernel(x, v, 0, 0, th, tw)
+    xp = np.zeros((2 * th + 2, 2 * tw + 2))
+    xp[:5, :7] = x[0, 0]
+    m = rng.standard_normal((16, 1, th * tw))
+    out = np.empty((1, 1, 3, 5))
+    W._output_transform_kernel(m, np.empty(0), out, th, tw)
+    dy = rng.standard_normal((1, 1, 3, 5))
+    dm = np.empty((16, 1, th * tw))
+    W._output_transform_adjoint_kernel(dy, dm, th, tw)
+    dyp = np.zeros((2 * th, 2 * tw))
+    dyp[:3, :5] = dy[0, 0]
+    for i in range(th):
+        for j in range(tw):
+            p = i * tw + j
+            want_v = W.B_T @ xp[2 * i:2 * i + 4, 2 * j:2 * j + 4] @ W.B_T.T
+            np.testing.assert_allclose(v[:, 0, p].reshape(4, 4), want_v, rtol=1e-14, atol=1e-14)
+            y = W.A_T @ m[:, 0, p].reshape(4, 4) @ W.A_T.T
+            np.testing.assert_allclose(out[0, 0, 2 * i:2 * i + 2, 2 * j:2 * j + 2], y[:3 - 2 * i, :5 - 2 * j],
+                                       rtol=1e-14, atol=1e-14)
+            want_dm = W.A_T.T @ dyp[2 * i:2 * i + 2, 2 * j:2 * j + 2] @ W.A_T
+            np.testing.assert_allclose(dm[:, 0, p].reshape(4, 4), want_dm, rtol=1e-14, atol=1e-14)
+    du = rng.standard_normal((16, 2, 3))
+    dw = np.empty((2, 3, 3, 3))
+    W._filter_transform_adjoint_kernel(du, dw)
+    want = np.einsum("ai,abkc,bj->kcij", W.G, du.reshape(4, 4, 2, 3), W.G)
+    np.testing.assert_allclose(dw, want, rtol=1e-14, atol=1e-14)
+
+
+def test_auto_takes_winograd_where_it_pays_off(monkeypatch):
+    # The default method: Winograd for stride-1 3×3 filters with >= 64 channels on >= 16×16 maps (or
+    # >= 256 channels on >= 8×8), im2col elsewhere; the backward follows the forward's choice.
+    cases = (((64, 64, 3, 3), (16, 16), 1, True), ((64, 64, 3, 3), (15, 16), 1, False),
+             ((64, 63, 3, 3), (32, 32), 1, False), ((256, 256, 3, 3), (8, 8), 1, True),
+             ((256, 256, 3, 3), (7, 9), 1, False), ((64, 64, 3, 3), (32, 32), 2, False),
+             ((64, 64, 1, 1), (32, 32), 1, False))
+    for w_shape, out_hw, stride, want in cases:
+        geometry = (stride, stride, 1, 1, 1, 1) + out_hw
+        assert W.pays_off(w_shape, geometry) is want, (w_shape, out_hw, stride)
+    calls = []
+    real = W.winograd_conv3x3
+    monkeypatch.setattr(W, "winograd_conv3x3", lambda *a: calls.append(a[3]) or real(*a))
+    rng = np.random.default_rng(8)
+    for channels, side, expected in ((64, 16, 2), (32, 16, 0)):
+        calls.clear()
+        x = rng.standard_normal((1, channels, side, side))
+        w = rng.standard_normal((64, channels, 3, 3)) * 0.1
+        out, cache = F.conv2d_forward(x, w, None, 1, 1)
+        assert cache[-1] == ("winograd" if expected else "im2col")
+        ref, ref_cache = F.conv2d_forward(x, w, None, 1, 1, method="naive")
+        dout = rng.standard_normal(out.shape)
+        for g, r in zip(F.conv2d_backward(dout, cache), F.conv2d_backward(dout, ref_cache)):
+            assert rel_error(g, r) <= 1e-12
+        assert len(calls) == expected
