@@ -15,8 +15,8 @@ Convolution comes in interchangeable methods, tested equal to each other and to 
   convolution) and the filter gradient (the transforms' adjoints); every other kernel shape, stride or
   dilation as "im2col".
 * ``method="auto"`` (default) — "winograd" where it pays off (``_winograd.pays_off``: stride-1 3×3
-  filters with at least 64 input and output channels on maps at least 16 wide and high, or 256
-  channels on maps at least 8 wide), "im2col" everywhere else.
+  filters with at least 128 input and output channels on maps at least 14 wide and high, or 64
+  channels on maps at least 64 wide), "im2col" everywhere else.
 
 The im2col methods reuse scratch buffers between calls (``clear_workspace`` frees them) and keep
 only x and w in the cache: backward rebuilds the column matrix, so a network holds one activation

@@ -38,7 +38,7 @@ beside it: ``winograd_conv3x3_numpy`` (the same steps with NumPy array operation
 Speed: the products shrink 2.25×, but the input and output transforms stream the 16-fold operands V
 and M through memory. The Numba transforms work a tile row at a time, every loop running over the row's
 tiles with unit strides (the input rows split into even and odd columns first), so the compiler
-vectorizes them; they then cost a fraction of the products on wide maps. On short rows (maps under 16
+vectorizes them; they then cost a fraction of the products on wide maps. On short rows (maps under 14
 wide) and with few channels the fixed costs win: ``pays_off`` is where conv2d's default method
 ("auto") takes this tier. Blocking the tiles so that V and M stay in cache is the next step.
 
@@ -66,17 +66,20 @@ def applies(w_shape, geometry) -> bool:
 
 def pays_off(w_shape, geometry) -> bool:
     """Where conv2d's default method ("auto") takes this tier: it applies, both channel counts are at
-    least 64 and the output map is at least 16 × 16 — or the channels at least 256 and the map at least
-    8 × 8. Winograd saves GEMM work ∝ C_in·C_out per tile and pays transforms ∝ C_in + C_out per tile,
+    least 128 and the output map is at least 14 × 14 — or the channels at least 64 and the map at least
+    64 × 64. Winograd saves GEMM work ∝ C_in·C_out per tile and pays transforms ∝ C_in + C_out per tile,
     plus a fixed cost per tile row (short rows do not vectorize). Chosen from a sweep of forward +
-    backward times against "im2col" (float32, 2 threads): it wins 1.1–1.8× on 64-channel 32×32 to
-    256-channel 200×200 maps and loses on 8×8 and 14×14 maps of 64–128 channels and below 64 channels
-    (``minimaskrcnn bench conv`` times the two benchmark shapes)."""
+    backward times against "im2col" (float32, 2 threads, one layer at a time, the two alternated): it
+    wins 1.2–1.5× from 128 channels on 14×14 to 64×64 maps (256-channel mask-head RoIs, 8×128×32², the
+    8×256×32² benchmark shape) and on 64-channel 128×128 maps; it loses 1.1–1.4× on 8×8 and 12×12
+    maps at any width and on 64-channel maps of 14–32 (the shapes model's mask head and backbone),
+    and breaks even at 64 channels on 48–64 wide maps. ``minimaskrcnn bench conv`` times the two
+    benchmark shapes."""
     if not applies(w_shape, geometry):
         return False
     channels = min(w_shape[0], w_shape[1])
     side = min(geometry[6], geometry[7])
-    return (channels >= 64 and side >= 16) or (channels >= 256 and side >= 8)
+    return (channels >= 128 and side >= 14) or (channels >= 64 and side >= 64)
 
 
 def tile_grid(h: int, w: int, padding) -> tuple[int, int, int, int]:

@@ -142,12 +142,13 @@ def test_transform_kernels_equal_the_matrix_formulas():
 
 
 def test_auto_takes_winograd_where_it_pays_off(monkeypatch):
-    # The default method: Winograd for stride-1 3×3 filters with >= 64 channels on >= 16×16 maps (or
-    # >= 256 channels on >= 8×8), im2col elsewhere; the backward follows the forward's choice.
-    cases = (((64, 64, 3, 3), (16, 16), 1, True), ((64, 64, 3, 3), (15, 16), 1, False),
-             ((64, 63, 3, 3), (32, 32), 1, False), ((256, 256, 3, 3), (8, 8), 1, True),
-             ((256, 256, 3, 3), (7, 9), 1, False), ((64, 64, 3, 3), (32, 32), 2, False),
-             ((64, 64, 1, 1), (32, 32), 1, False))
+    # The default method: Winograd for stride-1 3×3 filters with >= 128 channels on >= 14×14 maps (or
+    # >= 64 channels on >= 64×64), im2col elsewhere; the backward follows the forward's choice.
+    cases = (((128, 128, 3, 3), (14, 14), 1, True), ((128, 128, 3, 3), (13, 14), 1, False),
+             ((128, 127, 3, 3), (32, 32), 1, False), ((64, 64, 3, 3), (64, 64), 1, True),
+             ((64, 64, 3, 3), (63, 64), 1, False), ((64, 64, 3, 3), (32, 32), 1, False),
+             ((256, 256, 3, 3), (8, 8), 1, False), ((128, 128, 3, 3), (32, 32), 2, False),
+             ((128, 128, 1, 1), (32, 32), 1, False))
     for w_shape, out_hw, stride, want in cases:
         geometry = (stride, stride, 1, 1, 1, 1) + out_hw
         assert W.pays_off(w_shape, geometry) is want, (w_shape, out_hw, stride)
@@ -155,13 +156,13 @@ def test_auto_takes_winograd_where_it_pays_off(monkeypatch):
     real = W.winograd_conv3x3
     monkeypatch.setattr(W, "winograd_conv3x3", lambda *a: calls.append(a[3]) or real(*a))
     rng = np.random.default_rng(8)
-    for channels, side, expected in ((64, 16, 2), (32, 16, 0)):
+    for channels, side, expected in ((128, 14, 2), (64, 14, 0)):
         calls.clear()
         x = rng.standard_normal((1, channels, side, side))
-        w = rng.standard_normal((64, channels, 3, 3)) * 0.1
+        w = rng.standard_normal((128, channels, 3, 3)) * 0.1
         out, cache = F.conv2d_forward(x, w, None, 1, 1)
         assert cache[-1] == ("winograd" if expected else "im2col")
-        ref, ref_cache = F.conv2d_forward(x, w, None, 1, 1, method="naive")
+        ref, ref_cache = F.conv2d_forward(x, w, None, 1, 1, method="im2col")  # equal to naive: test_conv
         dout = rng.standard_normal(out.shape)
         for g, r in zip(F.conv2d_backward(dout, cache), F.conv2d_backward(dout, ref_cache)):
             assert rel_error(g, r) <= 1e-12
