@@ -99,7 +99,8 @@ def _interleaved_best(fns: dict, repeat: int, block: int = 2, pause: float = 0.3
 
 
 def bench_conv(threads: int, repeat: int) -> None:
-    """conv2d forward + backward (float32, 3×3, pad 1, stride 1, bias) against torch on CPU."""
+    """conv2d forward + backward (float32, 3×3, pad 1, stride 1, bias) against torch on CPU: times,
+    ratios, and each side's achieved GFLOP/s against numpy's sgemm rate measured in the same run."""
     import numpy as np
     import torch
 
@@ -118,12 +119,25 @@ def bench_conv(threads: int, repeat: int) -> None:
           f"{time.perf_counter() - t0:.2f} s")
 
     rng = np.random.default_rng(0)
+    achieved = []
     for n, c, h, w, c_out in ((2, 64, 64, 64, 64), (8, 256, 32, 32, 256)):
         wall, cpu = _time_conv_case(rng, (n, c, h, w), c_out, repeat)
         chosen = "winograd" if _winograd.pays_off((c_out, c, 3, 3), (1, 1, 1, 1, 1, 1, h, w)) else "im2col"
-        report(f"conv2d fwd+bwd {n}x{c}x{h}x{w} k3 pad1 {c}->{c_out} ({chosen})", wall["ours"], wall["torch"])
+        name = f"conv2d fwd+bwd {n}x{c}x{h}x{w} k3 pad1 {c}->{c_out}"
+        report(f"{name} ({chosen})", wall["ours"], wall["torch"])
         print(f"{'  (process CPU time, all threads)':<48s} ours {cpu['ours'] * 1e3:9.2f} ms   "
               f"torch {cpu['torch'] * 1e3:9.2f} ms   ours/torch {cpu['ours'] / cpu['torch']:6.2f}x")
+        # forward, dx and dW each multiply-add N·C_out·C_in·9·H·W times (direct convolution's count)
+        achieved.append((name, 3 * 2 * n * c_out * c * 9 * h * w, wall))
+    # The limit: numpy's sgemm with the same BLAS and threads (see ``bench roofline``). Winograd
+    # multiplies 2.25× less than the count, so its rate is an effective one.
+    peak = max(rate for _, rate in _sgemm_rates(repeat))
+    print(f"achieved GFLOP/s (direct convolution's count) against this machine's sgemm rate, "
+          f"{peak:.1f} GFLOP/s:")
+    for name, flops, wall in achieved:
+        print(f"  {name}: " + "   ".join(
+            f"{side} {flops / wall[side] / 1e9:6.1f} GFLOP/s ({flops / wall[side] / 1e9 / peak:5.1%})"
+            for side in ("ours", "torch")))
 
 
 def _time_conv_case(rng, x_shape, c_out, repeat):

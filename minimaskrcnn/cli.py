@@ -534,8 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Needs torch and torchvision installed (the [test] extra).",
     )
     p.add_argument("target", choices=["conv", "ops", "train", "resnet50", "finetune", "roofline"],
-                   help="conv: conv2d forward+backward; ops: roi_align/roi_pool/nms; train: one "
-                   "training step of the tiny model; resnet50: inference at torchvision's preset; "
+                   help="conv: conv2d forward+backward, time and achieved GFLOP/s; ops: "
+                   "roi_align/roi_pool/nms; train: one training step of the tiny model; resnet50: "
+                   "inference at torchvision's preset; "
                    "finetune: one R50-FPN training step at 512 px with conv1+layer1 frozen, time and "
                    "peak memory; roofline: achieved GFLOP/s of the shapes train step, R50-FPN inference "
                    "and fine-tuning against this machine's sgemm rate")
