@@ -122,7 +122,7 @@ def bench_conv(threads: int, repeat: int) -> None:
     achieved = []
     for n, c, h, w, c_out in ((2, 64, 64, 64, 64), (8, 256, 32, 32, 256)):
         wall, cpu = _time_conv_case(rng, (n, c, h, w), c_out, repeat)
-        chosen = "winograd" if _winograd.pays_off((c_out, c, 3, 3), (1, 1, 1, 1, 1, 1, h, w)) else "im2col"
+        chosen = "winograd" if _winograd.pays_off((c_out, c, 3, 3), (1, 1, 1, 1, 1, 1, h, w), n) else "im2col"
         name = f"conv2d fwd+bwd {n}x{c}x{h}x{w} k3 pad1 {c}->{c_out}"
         report(f"{name} ({chosen})", wall["ours"], wall["torch"])
         print(f"{'  (process CPU time, all threads)':<48s} ours {cpu['ours'] * 1e3:9.2f} ms   "

@@ -15,8 +15,8 @@ Convolution comes in interchangeable methods, tested equal to each other and to 
   convolution) and the filter gradient (the transforms' adjoints); every other kernel shape, stride or
   dilation as "im2col".
 * ``method="auto"`` (default) — "winograd" where it pays off (``_winograd.pays_off``: stride-1 3×3
-  filters with at least 128 input and output channels on maps at least 14 wide and high, or 64
-  channels on maps at least 64 wide), "im2col" everywhere else.
+  filters, from 32 channels on 8 or more maps at most 16 wide, such as a mask head's RoIs; on fewer
+  or larger maps from 256 channels on 16×16, 128 on 32×32 or 64 on 64×64), "im2col" everywhere else.
 
 The im2col methods reuse scratch buffers between calls (``clear_workspace`` frees them) and keep
 only x and w in the cache: backward rebuilds the column matrix, so a network holds one activation
@@ -112,7 +112,7 @@ def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, *, method: str = "a
     hout, wout = _out_size(height, kh, sh, ph, dh), _out_size(width, kw, sw, pw, dw)
     geometry = (sh, sw, ph, pw, dh, dw, hout, wout)
     if method == "auto":  # resolved here, so that the backward uses the forward's choice
-        method = "winograd" if _winograd.pays_off(w.shape, geometry) else "im2col"
+        method = "winograd" if _winograd.pays_off(w.shape, geometry, x.shape[0]) else "im2col"
     if method == "naive":
         out = _conv2d_naive_forward(x, w, b, geometry)
     elif method == "winograd" and _winograd.applies(w.shape, geometry):
@@ -409,13 +409,12 @@ def conv_transpose2d_backward(dout, cache):
     w2 = w.reshape(c_in, c_out * kh * kw)
     # 1. dcols[(o, i, j), (n, y, x)] = dout[n, o, y·s − p + i, x·s − p + j]: im2col of dout over the
     #    input grid (H × W positions).
+    dcols = _workspace("cols", (c_out * kh * kw, n_batch, length), x.dtype)
     if method != "col2im" and _is_tiling(w, geometry):
-        dcols = (np.ascontiguousarray(dout).reshape(n_batch, c_out, height, kh, width, kw)
-                 .transpose(1, 3, 5, 0, 2, 4).reshape(c_out * kh * kw, n_batch * length))
+        _k.gather_stamps(np.ascontiguousarray(dout), dcols, kh, kw)  # kernel = stride: a copy
     else:
-        dcols = _workspace("cols", (c_out * kh * kw, n_batch, length), x.dtype)
         _k.im2col(np.ascontiguousarray(dout), dcols, kh, kw, sh, sw, ph, pw, 1, 1, height, width)
-        dcols = dcols.reshape(c_out * kh * kw, -1)
+    dcols = dcols.reshape(c_out * kh * kw, -1)
     # 2. x in the same column layout (C_in, N·H·W), then two matrix products.
     xc = _workspace("dout", (c_in, n_batch, length), x.dtype)
     _k.nchw_to_cnl(np.ascontiguousarray(x).reshape(n_batch, c_in, length), xc)
@@ -487,10 +486,13 @@ def _conv_transpose2d_im2col_forward(x, w, b, geometry, shortcuts=True):
     _k.nchw_to_cnl(np.ascontiguousarray(x).reshape(n_batch, c_in, length), xc)
     w2 = w.reshape(c_in, c_out * kh * kw)
     if shortcuts and _is_tiling(w, geometry):
-        # 2a. kernel = stride: the kernel stamps tile the output, so placing them is a transpose.
-        cols = w2.T @ xc.reshape(c_in, -1)
-        out = (cols.reshape(c_out, kh, kw, n_batch, height, width).transpose(3, 0, 4, 1, 5, 2)
-               .reshape(n_batch, c_out, hout, wout))
+        # 2a. kernel = stride: the kernel stamps tile the output, so placing them (and adding the
+        #     bias) is one copy; see _k.place_stamps for the equivalent transpose.
+        cols = _workspace("dcols", (c_out * kh * kw, n_batch, length), x.dtype)
+        np.matmul(w2.T, xc.reshape(c_in, -1), out=cols.reshape(c_out * kh * kw, -1))
+        out = np.empty((n_batch, c_out, hout, wout), dtype=x.dtype)
+        _k.place_stamps(cols, b if b is not None else np.empty(0, x.dtype), out, kh, kw)
+        return out
     else:
         # 2b. general case: col2im sums the overlapping stamps (the adjoint of conv2d's im2col).
         cols = _workspace("dcols", (c_out * kh * kw, n_batch, length), x.dtype)

@@ -158,6 +158,50 @@ def cnl_to_nchw_bias(x, bias, out):
 
 
 @njit(cache=True, parallel=True)
+def place_stamps(cols, bias, out, kh, kw):
+    """A transposed convolution whose kernel equals its stride (kH×kW, no padding): every input pixel
+    (y, x) stamps its kH×kW block onto its own output block, so
+
+        out[n, o, y·kH + i, x·kW + j] = cols[(o, i, j), n, (y, x)] + bias[o]
+
+    for cols (C_out·kH·kW, N, H·W) = Wᵀ·x in the column layout and out (N, C_out, H·kH, W·kW),
+    written in place (bias of length 0: none). The same as
+    ``cols.reshape(C_out, kH, kW, N, H, W).transpose(3, 0, 4, 1, 5, 2)`` reshaped, plus the bias,
+    in one pass. One task per (n, o)."""
+    n_batch, c_out, hout, wout = out.shape
+    height, width = hout // kh, wout // kw
+    has_bias = bias.shape[0] > 0
+    for task in prange(n_batch * c_out):
+        n, o = task // c_out, task % c_out
+        bo = bias[o] if has_bias else 0.0
+        for i in range(kh):
+            for j in range(kw):
+                src = cols[(o * kh + i) * kw + j, n]
+                for y in range(height):
+                    row = out[n, o, y * kh + i]
+                    for x in range(width):
+                        row[x * kw + j] = src[y * width + x] + bo
+
+
+@njit(cache=True, parallel=True)
+def gather_stamps(dout, dcols, kh, kw):
+    """The adjoint of ``place_stamps`` (without the bias): dcols[(o, i, j), n, (y, x)] =
+    dout[n, o, y·kH + i, x·kW + j] for dout (N, C_out, H·kH, W·kW), into dcols (C_out·kH·kW, N, H·W).
+    One task per (n, o)."""
+    n_batch, c_out, hout, wout = dout.shape
+    height, width = hout // kh, wout // kw
+    for task in prange(n_batch * c_out):
+        n, o = task // c_out, task % c_out
+        for i in range(kh):
+            for j in range(kw):
+                dst = dcols[(o * kh + i) * kw + j, n]
+                for y in range(height):
+                    row = dout[n, o, y * kh + i]
+                    for x in range(width):
+                        dst[y * width + x] = row[x * kw + j]
+
+
+@njit(cache=True, parallel=True)
 def max_pool2d_forward(x, kh, kw, sh, sw, ph, pw, hout, wout):
     """Max over each window (padding acts as −inf: padded cells are never candidates).
 

@@ -38,9 +38,11 @@ beside it: ``winograd_conv3x3_numpy`` (the same steps with NumPy array operation
 Speed: the products shrink 2.25×, but the input and output transforms stream the 16-fold operands V
 and M through memory. The Numba transforms work a tile row at a time, every loop running over the row's
 tiles with unit strides (the input rows split into even and odd columns first), so the compiler
-vectorizes them; they then cost a fraction of the products on wide maps. On short rows (maps under 14
-wide) and with few channels the fixed costs win: ``pays_off`` is where conv2d's default method
-("auto") takes this tier. Blocking the tiles so that V and M stay in cache is the next step.
+vectorizes them; they then cost a fraction of the products on wide maps. Short rows (a 14×14 RoI has
+tile rows of 7) do not fill a vector register: for many small maps the transforms instead order the
+tiles (i, j, n) and loop over the maps (``maps_inner``), each channel's maps first copied into a local
+pixel-major buffer. ``pays_off`` is where conv2d's default method ("auto") takes this tier. Blocking
+the tiles so that V and M stay in cache is the next step.
 
 The filter gradient is Winograd's too (``winograd_filter_grad``): with dM = A dY Aᵀ per tile (the
 output transform's adjoint), dU = Σ_tiles dM ⊙ V is again 16 matrix products, and dW = Gᵀ dU G.
@@ -64,22 +66,39 @@ def applies(w_shape, geometry) -> bool:
     return tuple(w_shape[2:]) == (3, 3) and (sh, sw, dh, dw) == (1, 1, 1, 1)
 
 
-def pays_off(w_shape, geometry) -> bool:
-    """Where conv2d's default method ("auto") takes this tier: it applies, both channel counts are at
-    least 128 and the output map is at least 14 × 14 — or the channels at least 64 and the map at least
-    64 × 64. Winograd saves GEMM work ∝ C_in·C_out per tile and pays transforms ∝ C_in + C_out per tile,
-    plus a fixed cost per tile row (short rows do not vectorize). Chosen from a sweep of forward +
-    backward times against "im2col" (float32, 2 threads, one layer at a time, the two alternated): it
-    wins 1.2–1.5× from 128 channels on 14×14 to 64×64 maps (256-channel mask-head RoIs, 8×128×32², the
-    8×256×32² benchmark shape) and on 64-channel 128×128 maps; it loses 1.1–1.4× on 8×8 and 12×12
-    maps at any width and on 64-channel maps of 14–32 (the shapes model's mask head and backbone),
-    and breaks even at 64 channels on 48–64 wide maps. ``minimaskrcnn bench conv`` times the two
-    benchmark shapes."""
+def pays_off(w_shape, geometry, n_maps: int) -> bool:
+    """Where conv2d's default method ("auto") takes this tier, for ``n_maps`` input maps (the batch,
+    or the RoIs of a mask head). Winograd saves GEMM work ∝ C_in·C_out per tile and pays transforms
+    ∝ C_in + C_out per tile, and the transforms are only fast when their loops fill vector registers.
+    So, when it applies and with C = min(C_in, C_out):
+
+    1. many small maps (``maps_inner``: at least 8 maps at most 16 wide, the transforms looping over
+       the maps): from C ≥ 32;
+    2. otherwise (the transforms looping along tile rows): C ≥ 256 on maps at least 16 × 16, C ≥ 128
+       from 32 × 32, C ≥ 64 from 64 × 64.
+
+    Chosen from a sweep of forward + backward times against "im2col" (float32, 2 threads, one layer at
+    a time, the methods alternated): in case 1 it took 0.53–0.94 of im2col's time from 8 maps of 4×4 to
+    64 RoIs of 14×14 at 32–256 channels (1.04 at 8 maps of 8×8, 64 channels); in case 2 0.67–0.95
+    from 8×128×32² and 1×512×16² to 1×64×128², and it lost 1.04–1.4× on 1–4 maps of 8–16 and on
+    64-channel maps of 24–32 (where neither loop order fills its vectors well).
+    ``minimaskrcnn bench conv`` times the two benchmark shapes."""
     if not applies(w_shape, geometry):
         return False
     channels = min(w_shape[0], w_shape[1])
-    side = min(geometry[6], geometry[7])
-    return (channels >= 128 and side >= 14) or (channels >= 64 and side >= 64)
+    hout, wout = geometry[6], geometry[7]
+    if maps_inner(n_maps, -(-wout // 2)):
+        return channels >= 32
+    side = min(hout, wout)
+    return (channels >= 256 and side >= 16) or (channels >= 128 and side >= 32) or \
+        (channels >= 64 and side >= 64)
+
+
+def maps_inner(n_maps: int, tw: int) -> bool:
+    """Whether the transforms order the tiles (i, j, n), every loop running over the maps, rather
+    than (n, i, j), every loop running along a tile row: for at least 8 maps with tile rows of at
+    most 8 tiles (maps at most 16 wide), which are too short to fill a vector register."""
+    return tw <= 8 and n_maps >= 8
 
 
 def tile_grid(h: int, w: int, padding) -> tuple[int, int, int, int]:
@@ -298,6 +317,127 @@ def _output_transform_adjoint_kernel(dout, dm, th, tw):
                     d3[j] = -b[j]
 
 
+# ---- the same three transforms with the tiles ordered (i, j, n): for many small maps ----------------
+#
+# A 14×14 RoI has tile rows of 7 tiles: too short for the loops above to fill a vector register.
+# With many maps (RoIs, batches), these kernels instead order the P tiles as p = (i·Tw + j)·N + n and
+# run every loop over the N maps: each task (a channel) first copies its N planes into a local
+# (rows, columns, N) buffer, zero padded, so that the N values of one pixel lie side by side. The 16
+# products do not care in which order the tiles come, as long as V, M and dM agree.
+
+
+@njit(cache=True, parallel=True)
+def _input_transform_maps_inner_kernel(x, v, ph, pw, th, tw):
+    """``_input_transform_kernel`` with the tiles ordered (i, j, n): v[(ξ, ν), c, (i·Tw + j)·N + n].
+    One task per channel c:
+
+    1. x[:, c] into a zero-padded (2·Th + 2, 2·Tw + 2, N) buffer (pixel-major, maps innermost);
+    2. for each tile, d B for its four rows, every loop over the N maps;
+    3. Bᵀ (d B) into v: 16 runs of N contiguous values."""
+    n_batch, c_in, height, width = x.shape
+    for c in prange(c_in):
+        buf = np.zeros((2 * th + 2, 2 * tw + 2, n_batch), x.dtype)
+        for n in range(n_batch):  # 1.
+            for y in range(height):
+                for col in range(width):
+                    buf[y + ph, col + pw, n] = x[n, c, y, col]
+        e = np.empty((4, 4, n_batch), x.dtype)
+        for i in range(th):
+            for j in range(tw):
+                for u in range(4):  # 2.
+                    d0, d1 = buf[2 * i + u, 2 * j], buf[2 * i + u, 2 * j + 1]
+                    d2, d3 = buf[2 * i + u, 2 * j + 2], buf[2 * i + u, 2 * j + 3]
+                    e0, e1, e2, e3 = e[u, 0], e[u, 1], e[u, 2], e[u, 3]
+                    for q in range(n_batch):
+                        e0[q] = d0[q] - d2[q]
+                        e1[q] = d1[q] + d2[q]
+                        e2[q] = d2[q] - d1[q]
+                        e3[q] = d1[q] - d3[q]
+                p0 = (i * tw + j) * n_batch
+                for nu in range(4):  # 3.
+                    r0, r1, r2, r3 = e[0, nu], e[1, nu], e[2, nu], e[3, nu]
+                    v0, v1 = v[nu, c, p0:p0 + n_batch], v[4 + nu, c, p0:p0 + n_batch]
+                    v2, v3 = v[8 + nu, c, p0:p0 + n_batch], v[12 + nu, c, p0:p0 + n_batch]
+                    for q in range(n_batch):
+                        v0[q] = r0[q] - r2[q]
+                        v1[q] = r1[q] + r2[q]
+                        v2[q] = r2[q] - r1[q]
+                        v3[q] = r1[q] - r3[q]
+
+
+@njit(cache=True, parallel=True)
+def _output_transform_maps_inner_kernel(m, bias, out, th, tw):
+    """``_output_transform_kernel`` for m (16, K, P) with the tiles ordered (i, j, n). One task per
+    output channel k:
+
+    1. Aᵀ M for each tile, every loop over the N maps;
+    2. (Aᵀ M) A plus the bias into a (2·Th, 2·Tw, N) buffer;
+    3. the buffer, cropped to H' × W', copied into out[:, k]."""
+    n_batch, k_out, hout, wout = out.shape
+    for k in prange(k_out):
+        buf = np.empty((2 * th, 2 * tw, n_batch), m.dtype)
+        r = np.empty((2, 4, n_batch), m.dtype)
+        bk = bias[k] if bias.size else 0.0
+        for i in range(th):
+            for j in range(tw):
+                p0 = (i * tw + j) * n_batch
+                for nu in range(4):  # 1.
+                    m0, m1 = m[nu, k, p0:p0 + n_batch], m[4 + nu, k, p0:p0 + n_batch]
+                    m2, m3 = m[8 + nu, k, p0:p0 + n_batch], m[12 + nu, k, p0:p0 + n_batch]
+                    a, b = r[0, nu], r[1, nu]
+                    for q in range(n_batch):
+                        a[q] = m0[q] + m1[q] + m2[q]
+                        b[q] = m1[q] - m2[q] - m3[q]
+                for u in range(2):  # 2.
+                    ye, yo = buf[2 * i + u, 2 * j], buf[2 * i + u, 2 * j + 1]
+                    q0, q1, q2, q3 = r[u, 0], r[u, 1], r[u, 2], r[u, 3]
+                    for q in range(n_batch):
+                        ye[q] = q0[q] + q1[q] + q2[q] + bk
+                        yo[q] = q1[q] - q2[q] - q3[q] + bk
+        for n in range(n_batch):  # 3.
+            for y in range(hout):
+                for col in range(wout):
+                    out[n, k, y, col] = buf[y, col, n]
+
+
+@njit(cache=True, parallel=True)
+def _output_transform_adjoint_maps_inner_kernel(dout, dm, th, tw):
+    """``_output_transform_adjoint_kernel`` into dm (16, K, P) with the tiles ordered (i, j, n). One
+    task per output channel k:
+
+    1. dout[:, k] into a zero-padded (2·Th, 2·Tw, N) buffer;
+    2. along the columns, f[u, ν] = ye, ye + yo, ye − yo, −yo for the tile's two rows u;
+    3. along the rows, dM[ξ, ν] = f[0, ν], f[0, ν] + f[1, ν], f[0, ν] − f[1, ν], −f[1, ν], into dm."""
+    n_batch, k_out, hout, wout = dout.shape
+    for k in prange(k_out):
+        buf = np.zeros((2 * th, 2 * tw, n_batch), dout.dtype)
+        for n in range(n_batch):  # 1.
+            for y in range(hout):
+                for col in range(wout):
+                    buf[y, col, n] = dout[n, k, y, col]
+        f = np.empty((2, 4, n_batch), dout.dtype)
+        for i in range(th):
+            for j in range(tw):
+                for u in range(2):  # 2.
+                    a, b = buf[2 * i + u, 2 * j], buf[2 * i + u, 2 * j + 1]
+                    f0, f1, f2, f3 = f[u, 0], f[u, 1], f[u, 2], f[u, 3]
+                    for q in range(n_batch):
+                        f0[q] = a[q]
+                        f1[q] = a[q] + b[q]
+                        f2[q] = a[q] - b[q]
+                        f3[q] = -b[q]
+                p0 = (i * tw + j) * n_batch
+                for nu in range(4):  # 3.
+                    a, b = f[0, nu], f[1, nu]
+                    d0, d1 = dm[nu, k, p0:p0 + n_batch], dm[4 + nu, k, p0:p0 + n_batch]
+                    d2, d3 = dm[8 + nu, k, p0:p0 + n_batch], dm[12 + nu, k, p0:p0 + n_batch]
+                    for q in range(n_batch):
+                        d0[q] = a[q]
+                        d1[q] = a[q] + b[q]
+                        d2[q] = a[q] - b[q]
+                        d3[q] = -b[q]
+
+
 @njit(cache=True, parallel=True)
 def _filter_transform_adjoint_kernel(du, dw):
     """dg = Gᵀ dU G for every (k, c): du (16, K, C) → dw (K, C, 3, 3), the adjoint of U = G g Gᵀ.
@@ -331,13 +471,14 @@ def winograd_conv3x3(x: np.ndarray, w: np.ndarray, b, padding) -> np.ndarray:
     u = filter_transform(w)
     from minimaskrcnn.nn._conv import _workspace  # scratch reused across calls (no page faults)
 
+    inner = maps_inner(n, tw)
     v = _workspace("winograd_v", (16, c, n * th * tw), x.dtype)
-    _input_transform_kernel(x, v, ph, pw, th, tw)
+    (_input_transform_maps_inner_kernel if inner else _input_transform_kernel)(x, v, ph, pw, th, tw)
     m = _workspace("winograd_m", (16, k, n * th * tw), x.dtype)
     np.matmul(u, v, out=m)
     out = np.empty((n, k, hout, wout), x.dtype)
     bias = b if b is not None else np.empty(0, x.dtype)
-    _output_transform_kernel(m, bias, out, th, tw)
+    (_output_transform_maps_inner_kernel if inner else _output_transform_kernel)(m, bias, out, th, tw)
     return out
 
 
@@ -359,10 +500,12 @@ def winograd_filter_grad(x: np.ndarray, dout: np.ndarray, padding) -> np.ndarray
     from minimaskrcnn.nn._conv import _workspace
 
     x = np.ascontiguousarray(x)
+    inner = maps_inner(n, tw)  # the tile order; V and dM must agree
     v = _workspace("winograd_v", (16, c, n * th * tw), x.dtype)
-    _input_transform_kernel(x, v, ph, pw, th, tw)  # 1.
+    (_input_transform_maps_inner_kernel if inner else _input_transform_kernel)(x, v, ph, pw, th, tw)  # 1.
     dm = _workspace("winograd_m", (16, k, n * th * tw), x.dtype)
-    _output_transform_adjoint_kernel(np.ascontiguousarray(dout), dm, th, tw)  # 2.
+    adjoint = _output_transform_adjoint_maps_inner_kernel if inner else _output_transform_adjoint_kernel
+    adjoint(np.ascontiguousarray(dout), dm, th, tw)  # 2.
     du = np.matmul(dm, v.transpose(0, 2, 1))  # 3.
     dw = np.empty((k, c, 3, 3), x.dtype)
     _filter_transform_adjoint_kernel(du, dw)  # 4.

@@ -277,6 +277,7 @@ def conv_transpose_cases(draw):
 
 CONV_T_EDGE_CASES = {
     "mask_head_2x2_stride2": ((2, 3, 4, 5), (3, 2, 2, 2), 2, 0, True),
+    "tiling_3x2_stride_3x2_no_bias": ((3, 2, 3, 4), (2, 3, 3, 2), (3, 2), 0, False),
     "general_k3_s2_pad1": ((1, 2, 5, 4), (2, 3, 3, 3), 2, 1, True),
     "stride_larger_than_kernel": ((2, 2, 3, 3), (2, 2, 2, 2), 3, 0, False),
     "1x1_spatial": ((1, 2, 1, 1), (2, 3, 3, 3), 1, 0, True),

@@ -142,24 +142,30 @@ def test_transform_kernels_equal_the_matrix_formulas():
 
 
 def test_auto_takes_winograd_where_it_pays_off(monkeypatch):
-    # The default method: Winograd for stride-1 3×3 filters with >= 128 channels on >= 14×14 maps (or
-    # >= 64 channels on >= 64×64), im2col elsewhere; the backward follows the forward's choice.
-    cases = (((128, 128, 3, 3), (14, 14), 1, True), ((128, 128, 3, 3), (13, 14), 1, False),
-             ((128, 127, 3, 3), (32, 32), 1, False), ((64, 64, 3, 3), (64, 64), 1, True),
-             ((64, 64, 3, 3), (63, 64), 1, False), ((64, 64, 3, 3), (32, 32), 1, False),
-             ((256, 256, 3, 3), (8, 8), 1, False), ((128, 128, 3, 3), (32, 32), 2, False),
-             ((128, 128, 1, 1), (32, 32), 1, False))
-    for w_shape, out_hw, stride, want in cases:
-        geometry = (stride, stride, 1, 1, 1, 1) + out_hw
-        assert W.pays_off(w_shape, geometry) is want, (w_shape, out_hw, stride)
+    # The default method: Winograd for stride-1 3×3 filters from 32 channels on >= 8 maps at most 16
+    # wide; on fewer or wider maps from 256 channels on 16×16, 128 on 32×32, 64 on 64×64; im2col
+    # elsewhere. The backward follows the forward's choice.
+    cases = (((64, 64, 3, 3), (14, 14), 57, True), ((32, 32, 3, 3), (16, 16), 8, True),
+             ((31, 32, 3, 3), (16, 16), 8, False), ((64, 64, 3, 3), (17, 16), 8, True),
+             ((64, 64, 3, 3), (16, 17), 8, False), ((64, 64, 3, 3), (14, 14), 7, False),
+             ((256, 256, 3, 3), (16, 16), 1, True), ((256, 256, 3, 3), (15, 16), 1, False),
+             ((128, 128, 3, 3), (32, 32), 2, True), ((128, 128, 3, 3), (31, 32), 2, False),
+             ((64, 64, 3, 3), (64, 64), 1, True), ((64, 64, 3, 3), (32, 32), 8, False),
+             ((128, 128, 3, 3), (8, 8), 8, True), ((32, 32, 3, 3), (4, 4), 8, True))
+    for w_shape, out_hw, n_maps, want in cases:
+        geometry = (1, 1, 1, 1, 1, 1) + out_hw
+        assert W.pays_off(w_shape, geometry, n_maps) is want, (w_shape, out_hw, n_maps)
+    for geometry in ((2, 2, 1, 1, 1, 1, 8, 8), (1, 1, 2, 2, 2, 2, 8, 8)):  # stride 2, dilation 2
+        assert not W.pays_off((128, 128, 3, 3), geometry, 64)
+    assert not W.pays_off((128, 128, 1, 1), (1, 1, 0, 0, 1, 1, 8, 8), 64)
     calls = []
     real = W.winograd_conv3x3
     monkeypatch.setattr(W, "winograd_conv3x3", lambda *a: calls.append(a[3]) or real(*a))
     rng = np.random.default_rng(8)
-    for channels, side, expected in ((128, 14, 2), (64, 14, 0)):
+    for channels, side, expected in ((32, 14, 2), (16, 14, 0)):
         calls.clear()
-        x = rng.standard_normal((1, channels, side, side))
-        w = rng.standard_normal((128, channels, 3, 3)) * 0.1
+        x = rng.standard_normal((8, channels, side, side))
+        w = rng.standard_normal((32, channels, 3, 3)) * 0.1
         out, cache = F.conv2d_forward(x, w, None, 1, 1)
         assert cache[-1] == ("winograd" if expected else "im2col")
         ref, ref_cache = F.conv2d_forward(x, w, None, 1, 1, method="im2col")  # equal to naive: test_conv
@@ -167,3 +173,60 @@ def test_auto_takes_winograd_where_it_pays_off(monkeypatch):
         for g, r in zip(F.conv2d_backward(dout, cache), F.conv2d_backward(dout, ref_cache)):
             assert rel_error(g, r) <= 1e-12
         assert len(calls) == expected
+
+
+MANY_MAPS = [((9, 3, 7, 6), (1, 1)), ((8, 2, 5, 5), (0, 0)), ((12, 4, 14, 14), (1, 1)),
+             ((8, 2, 4, 11), (0, 2)), ((10, 3, 3, 3), (2, 2)), ((8, 1, 1, 1), (1, 1)),
+             ((8, 2, 9, 16), (2, 1))]
+
+
+@pytest.mark.parametrize("shape, padding", MANY_MAPS)
+@pytest.mark.parametrize("inner", [True, False])
+def test_both_tile_orders_equal_the_naive_convolution(shape, padding, inner, monkeypatch):
+    # Many small maps order the tiles (i, j, n) (``maps_inner``); forced either way, the forward and
+    # the filter gradient equal the naive convolution's, in float64 and float32.
+    monkeypatch.setattr(W, "maps_inner", lambda n_maps, tw: inner)
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal((5, shape[1], 3, 3))
+    b = rng.standard_normal(5)
+    ref, cache = F.conv2d_forward(x, w, b, 1, padding, method="naive")
+    dout = rng.standard_normal(ref.shape)
+    _, dw_ref, _ = F.conv2d_backward(dout, cache)
+    got = W.winograd_conv3x3(x, w, b, padding)
+    assert got.shape == ref.shape and rel_error(got, ref) <= 1e-13
+    assert rel_error(W.winograd_filter_grad(x, dout, padding), dw_ref) <= 1e-13
+    f32 = [a.astype(np.float32) for a in (x, w, b, dout)]
+    got32 = W.winograd_conv3x3(f32[0], f32[1], f32[2], padding)
+    assert got32.dtype == np.float32 and rel_error(got32, ref) <= 1e-5
+    assert rel_error(W.winograd_filter_grad(f32[0], f32[3], padding), dw_ref) <= 1e-5
+
+
+def test_maps_inner_transform_kernels_equal_the_matrix_formulas():
+    # The (i, j, n) order: tile (i, j) of map n is column (i·Tw + j)·N + n of V, M and dM.
+    rng = np.random.default_rng(10)
+    n_maps, th, tw = 8, 2, 3  # 5×7 maps, padding 0: outputs 3×5, 2 × 3 blocks (cropped)
+    x = rng.standard_normal((n_maps, 1, 5, 7))
+    v = np.empty((16, 1, n_maps * th * tw))
+    W._input_transform_maps_inner_kernel(x, v, 0, 0, th, tw)
+    m = rng.standard_normal((16, 1, n_maps * th * tw))
+    out = np.empty((n_maps, 1, 3, 5))
+    W._output_transform_maps_inner_kernel(m, np.array([0.5]), out, th, tw)
+    dy = rng.standard_normal((n_maps, 1, 3, 5))
+    dm = np.empty((16, 1, n_maps * th * tw))
+    W._output_transform_adjoint_maps_inner_kernel(dy, dm, th, tw)
+    for n in range(n_maps):
+        xp = np.zeros((2 * th + 2, 2 * tw + 2))
+        xp[:5, :7] = x[n, 0]
+        dyp = np.zeros((2 * th, 2 * tw))
+        dyp[:3, :5] = dy[n, 0]
+        for i in range(th):
+            for j in range(tw):
+                p = (i * tw + j) * n_maps + n
+                want_v = W.B_T @ xp[2 * i:2 * i + 4, 2 * j:2 * j + 4] @ W.B_T.T
+                np.testing.assert_allclose(v[:, 0, p].reshape(4, 4), want_v, rtol=1e-14, atol=1e-14)
+                y = W.A_T @ m[:, 0, p].reshape(4, 4) @ W.A_T.T + 0.5
+                np.testing.assert_allclose(out[n, 0, 2 * i:2 * i + 2, 2 * j:2 * j + 2],
+                                           y[:3 - 2 * i, :5 - 2 * j], rtol=1e-14, atol=1e-14)
+                want_dm = W.A_T.T @ dyp[2 * i:2 * i + 2, 2 * j:2 * j + 2] @ W.A_T
+                np.testing.assert_allclose(dm[:, 0, p].reshape(4, 4), want_dm, rtol=1e-14, atol=1e-14)
