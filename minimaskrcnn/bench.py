@@ -298,8 +298,9 @@ TARGETS["ops"] = bench_ops
 def bench_train(threads: int, repeat: int) -> None:
     """One training step (forward, hand-written backward, SGD update) of the shapes preset, batch 8 of
     128×128 images, against torchvision's MaskRCNN assembled with the same architecture (float32,
-    same batch, same weights, same RoI samples up to sampling randomness). The two are timed
-    alternately, best of ``repeat`` each, so a busy machine slows both alike.
+    same batch, same weights, same RoI samples up to sampling randomness). The two are timed in
+    alternating blocks of three back-to-back steps (as in training) after a pause, best of the
+    ``repeat`` blocks' steps each, so a busy machine slows both alike.
 
     Two weight sets: the initial weights (step 1 of a run: few proposals overlap an object, so the mask
     head sees few positive RoIs) and, when ``data/shapes_model.npz`` is shipped, the trained weights
@@ -325,13 +326,14 @@ def bench_train(threads: int, repeat: int) -> None:
 
     print(f"train step, float32, {threads} thread(s) each; torch {torch.__version__}")
     for name, model in cases:
-        best_ours, best_theirs = _time_train_step(cfg, model, images, targets, repeat)
-        report(f"train step, {name}", best_ours, best_theirs)
+        wall, cpu = _time_train_step(cfg, model, images, targets, repeat)
+        report(f"train step, {name}", wall["ours"], wall["torch"])
+        print(f"{'  (process CPU time, all threads)':<48s} ours {cpu['ours'] * 1e3:9.2f} ms   "
+              f"torch {cpu['torch'] * 1e3:9.2f} ms   ours/torch {cpu['ours'] / cpu['torch']:6.2f}x")
     print("(shapes preset, batch 8 of 128x128 images; forward + backward + SGD update)")
 
 
 def _time_train_step(cfg, model, images, targets, repeat):
-    import time
 
     import numpy as np
     import torch
@@ -359,17 +361,9 @@ def _time_train_step(cfg, model, images, targets, repeat):
         sum(losses.values()).backward()
         topt.step()
 
-    ours()  # warm-up: Numba compilation (cached on disk afterwards)
-    theirs()
-    best_ours = best_theirs = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        theirs()
-        t1 = time.perf_counter()
-        ours()
-        t2 = time.perf_counter()
-        best_theirs, best_ours = min(best_theirs, t1 - t0), min(best_ours, t2 - t1)
-    return best_ours, best_theirs
+    # Alternated with a pause before each call, as every other section: without it, the thread pool
+    # of the side that just ran still spins on the cores while the other side is timed.
+    return _interleaved_best({"ours": ours, "torch": theirs}, repeat, block=3)
 
 
 TARGETS["train"] = bench_train
@@ -748,7 +742,7 @@ def bench_roofline(threads: int, repeat: int) -> None:
         model.backward()
     model.zero_grad()
     flops = counted.flops()
-    wall = dict(zip(("ours", "torch"), _time_train_step(cfg, model, images, targets, repeat)))
+    wall, _ = _time_train_step(cfg, model, images, targets, repeat)
     rows.append((f"shapes train step, batch {batch}, {weights} (forward {flops['forward'] / 1e9:.2f} + dx "
                  f"{flops['dx'] / 1e9:.2f} + dW {flops['dw'] / 1e9:.2f})", flops["total"], wall))
     peaks.append(max(rate for _, rate in _sgemm_rates(1)))

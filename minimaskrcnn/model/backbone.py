@@ -101,8 +101,9 @@ class SmallResNet(Module):
                 outs.append(x)
         return outs
 
-    def backward(self, douts):
-        """douts: one gradient per returned map (None = no gradient). Returns d(input image)."""
+    def backward(self, douts, input_grad: bool = True):
+        """douts: one gradient per returned map (None = no gradient). Returns d(input image), or None
+        with ``input_grad=False`` (the stem's convolution then skips its input gradient)."""
         grads = dict(zip(self.return_layers, douts))
         d = None
         for i in range(self.num_stages, 0, -1):
@@ -111,7 +112,7 @@ class SmallResNet(Module):
                 d = g if d is None else d + g
             if d is not None:
                 d = getattr(self, f"layer{i}").backward(d)
-        return self.conv1.backward(self.bn1.backward(self.relu.backward(d)))
+        return self.conv1.backward(self.bn1.backward(self.relu.backward(d)), input_grad=input_grad)
 
 
 # The body's parts that ``trainable_layers`` counts, from the top (torchvision's _resnet_fpn_extractor).
@@ -163,7 +164,8 @@ class Backbone(Module):
         feats = self.body(x)
         return self.fpn(feats) if self.use_fpn else feats
 
-    def backward(self, douts):
+    def backward(self, douts, input_grad: bool = True):
+        """Gradients of the returned maps → d(input image), or None with ``input_grad=False``."""
         if self.use_fpn:
             # A returned map of a frozen stage (layer_i with i <= the body's frozen prefix k) takes no
             # gradient back: the FPN skips its lateral conv's dx (about 1/8 of a fine-tuning step's
@@ -171,4 +173,4 @@ class Backbone(Module):
             k = self.body.frozen_prefix()
             needed = [int(name[-1]) > k for name in self.body.return_layers]
             douts = self.fpn.backward(douts, input_grads=needed)
-        return self.body.backward(douts)
+        return self.body.backward(douts, input_grad=input_grad)

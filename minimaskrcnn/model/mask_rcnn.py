@@ -104,7 +104,7 @@ class MaskRCNN(Module):
         dfeat = self.rpn.backward((w["loss_objectness"], w["loss_rpn_box_reg"]))
         for i, g in enumerate(d_roi):
             dfeat[i] = dfeat[i] + g
-        self.backbone.backward(dfeat)
+        self.backbone.backward(dfeat, input_grad=False)  # the images need no gradient
         self._train_state = None
 
     # -- inference -----------------------------------------------------------------------------

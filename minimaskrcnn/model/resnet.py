@@ -186,8 +186,10 @@ class ResNet(Module):
                 outs.append(x)
         return outs
 
-    def backward(self, douts):
-        """douts: one gradient per returned map, in ``return_layers`` order (None = no gradient)."""
+    def backward(self, douts, input_grad: bool = True):
+        """douts: one gradient per returned map, in ``return_layers`` order (None = no gradient).
+        Returns d(x), or None with ``input_grad=False`` (the stem then computes no gradient of the
+        image, which nothing upstream needs in detection)."""
         if len(douts) != len(self.return_layers):
             raise ValueError(f"backward needs {len(self.return_layers)} gradients (one per returned map), "
                              f"got {len(douts)}")
@@ -213,7 +215,8 @@ class ResNet(Module):
             return None
         if d is None:
             raise ValueError("backward got no gradient at all (every entry of douts is None)")
-        return self.conv1.backward(self.bn1.backward(self.relu.backward(self.maxpool.backward(d))))
+        return self.conv1.backward(self.bn1.backward(self.relu.backward(self.maxpool.backward(d))),
+                                   input_grad=input_grad)
 
 
 def resnet50(return_layers=("layer1", "layer2", "layer3", "layer4"), rng: np.random.Generator | None = None,

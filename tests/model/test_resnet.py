@@ -173,3 +173,25 @@ def test_body_with_fpn_equals_torchvision_backbone(ours, tbody, torch):
     for g_, (name, e) in zip(got, expected.items()):
         assert g_.shape == tuple(e.shape), name
         assert rel_error(g_, e.numpy()) <= 1e-10, name
+
+
+def test_backward_without_the_image_gradient():
+    # input_grad=False (what Mask R-CNN's backward asks for): None instead of d(image), and every
+    # parameter gradient as with it. Both bodies: the small from-scratch one and the ResNet.
+    from minimaskrcnn.model.backbone import SmallResNet
+
+    cfg = BackboneConfig(stem_channels=8, stage_channels=(8, 16, 16, 16))
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    for body in (SmallResNet(cfg, RETURN, np.random.default_rng(0)),
+                 ResNet(cfg, RETURN, np.random.default_rng(0), blocks=(1, 1, 1, 1))):
+        grads = []
+        for input_grad in (True, False):
+            outs = body(x)
+            body.zero_grad()
+            dx = body.backward([np.ones_like(o) for o in outs], input_grad=input_grad)
+            assert (dx is None) is (not input_grad)
+            grads.append({n: p.grad.copy() for n, p in body.named_parameters()})
+        assert grads[0].keys() == grads[1].keys()
+        for name in grads[0]:
+            np.testing.assert_array_equal(grads[0][name], grads[1][name], err_msg=name)
