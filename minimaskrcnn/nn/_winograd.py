@@ -159,6 +159,45 @@ def _filter_transform_kernel(w, u):
                 u[4 * a + 3, k, c] = g2
 
 
+# The 1-D steps every transform is made of, each for many tiles at once (element-wise over arrays of
+# equal length, so the loops vectorize); inlined into the kernels below.
+
+
+@njit(cache=True, inline="always")
+def _b_t_step(d0, d1, d2, d3, o0, o1, o2, o3):
+    """Bᵀ along one axis of the tiles: (o0, o1, o2, o3) = (d0 − d2, d1 + d2, d2 − d1, d1 − d3)."""
+    for q in range(o0.shape[0]):
+        o0[q] = d0[q] - d2[q]
+    for q in range(o0.shape[0]):
+        o1[q] = d1[q] + d2[q]
+    for q in range(o0.shape[0]):
+        o2[q] = d2[q] - d1[q]
+    for q in range(o0.shape[0]):
+        o3[q] = d1[q] - d3[q]
+
+
+@njit(cache=True, inline="always")
+def _a_t_step(m0, m1, m2, m3, a, b, bias):
+    """Aᵀ along one axis, plus ``bias``: a = m0 + m1 + m2 + bias, b = m1 − m2 − m3 + bias."""
+    for q in range(a.shape[0]):
+        a[q] = m0[q] + m1[q] + m2[q] + bias
+    for q in range(a.shape[0]):
+        b[q] = m1[q] - m2[q] - m3[q] + bias
+
+
+@njit(cache=True, inline="always")
+def _a_step(a, b, d0, d1, d2, d3):
+    """A along one axis (the adjoint of Aᵀ): (d0, d1, d2, d3) = (a, a + b, a − b, −b)."""
+    for q in range(a.shape[0]):
+        d0[q] = a[q]
+    for q in range(a.shape[0]):
+        d1[q] = a[q] + b[q]
+    for q in range(a.shape[0]):
+        d2[q] = a[q] - b[q]
+    for q in range(a.shape[0]):
+        d3[q] = -b[q]
+
+
 @njit(cache=True, inline="always")
 def _padded_row_halves(x, n, c, yy, pw, ev, od):
     """Row yy of x[n, c] with pw zeros on the left and zeros to the end, split into its even and odd
@@ -194,30 +233,14 @@ def _input_transform_kernel(x, v, ph, pw, th, tw):
         for i in range(th):
             for u in range(4):  # 1.
                 _padded_row_halves(x, n, c, 2 * i - ph + u, pw, ev[u], od[u])
-            for u in range(4):  # 2.
+            for u in range(4):  # 2. tile j reads columns 2j .. 2j + 3 = ev[j], od[j], ev[j + 1], od[j + 1]
                 a, b = ev[u], od[u]
-                e0, e1, e2, e3 = e[u, 0], e[u, 1], e[u, 2], e[u, 3]
-                for j in range(tw):
-                    e0[j] = a[j] - a[j + 1]
-                for j in range(tw):
-                    e1[j] = b[j] + a[j + 1]
-                for j in range(tw):
-                    e2[j] = a[j + 1] - b[j]
-                for j in range(tw):
-                    e3[j] = b[j] - b[j + 1]
+                _b_t_step(a[:tw], b[:tw], a[1:], b[1:], e[u, 0], e[u, 1], e[u, 2], e[u, 3])
             p0 = (n * th + i) * tw
             for nu in range(4):  # 3.
-                r0, r1, r2, r3 = e[0, nu], e[1, nu], e[2, nu], e[3, nu]
-                v0, v1 = v[nu, c, p0:p0 + tw], v[4 + nu, c, p0:p0 + tw]
-                v2, v3 = v[8 + nu, c, p0:p0 + tw], v[12 + nu, c, p0:p0 + tw]
-                for j in range(tw):
-                    v0[j] = r0[j] - r2[j]
-                for j in range(tw):
-                    v1[j] = r1[j] + r2[j]
-                for j in range(tw):
-                    v2[j] = r2[j] - r1[j]
-                for j in range(tw):
-                    v3[j] = r1[j] - r3[j]
+                _b_t_step(e[0, nu], e[1, nu], e[2, nu], e[3, nu],
+                          v[nu, c, p0:p0 + tw], v[4 + nu, c, p0:p0 + tw],
+                          v[8 + nu, c, p0:p0 + tw], v[12 + nu, c, p0:p0 + tw])
 
 
 @njit(cache=True, parallel=True)
@@ -239,22 +262,13 @@ def _output_transform_kernel(m, bias, out, th, tw):
         for i in range(th):
             p0 = (n * th + i) * tw
             for nu in range(4):  # 1.
-                m0, m1 = m[nu, k, p0:p0 + tw], m[4 + nu, k, p0:p0 + tw]
-                m2, m3 = m[8 + nu, k, p0:p0 + tw], m[12 + nu, k, p0:p0 + tw]
-                a, b = r[0, nu], r[1, nu]
-                for j in range(tw):
-                    a[j] = m0[j] + m1[j] + m2[j]
-                for j in range(tw):
-                    b[j] = m1[j] - m2[j] - m3[j]
+                _a_t_step(m[nu, k, p0:p0 + tw], m[4 + nu, k, p0:p0 + tw], m[8 + nu, k, p0:p0 + tw],
+                          m[12 + nu, k, p0:p0 + tw], r[0, nu], r[1, nu], 0.0)
             for u in range(2):
                 y = 2 * i + u
                 if y >= hout:
                     continue
-                q0, q1, q2, q3 = r[u, 0], r[u, 1], r[u, 2], r[u, 3]
-                for j in range(tw):  # 2.
-                    ye[j] = q0[j] + q1[j] + q2[j] + bk
-                for j in range(tw):
-                    yo[j] = q1[j] - q2[j] - q3[j] + bk
+                _a_t_step(r[u, 0], r[u, 1], r[u, 2], r[u, 3], ye, yo, bk)  # 2.
                 row = out[n, k, y]
                 for j in range(wout // 2):  # 3.
                     row[2 * j] = ye[j]
@@ -292,29 +306,11 @@ def _output_transform_adjoint_kernel(dout, dm, th, tw):
                     if wout % 2:
                         ye[u, wout // 2] = row[wout - 1]
             for u in range(2):  # 2.
-                a, b = ye[u], yo[u]
-                f0, f1, f2, f3 = f[u, 0], f[u, 1], f[u, 2], f[u, 3]
-                for j in range(tw):
-                    f0[j] = a[j]
-                for j in range(tw):
-                    f1[j] = a[j] + b[j]
-                for j in range(tw):
-                    f2[j] = a[j] - b[j]
-                for j in range(tw):
-                    f3[j] = -b[j]
+                _a_step(ye[u], yo[u], f[u, 0], f[u, 1], f[u, 2], f[u, 3])
             p0 = (n * th + i) * tw
             for nu in range(4):  # 3.
-                a, b = f[0, nu], f[1, nu]
-                d0, d1 = dm[nu, k, p0:p0 + tw], dm[4 + nu, k, p0:p0 + tw]
-                d2, d3 = dm[8 + nu, k, p0:p0 + tw], dm[12 + nu, k, p0:p0 + tw]
-                for j in range(tw):
-                    d0[j] = a[j]
-                for j in range(tw):
-                    d1[j] = a[j] + b[j]
-                for j in range(tw):
-                    d2[j] = a[j] - b[j]
-                for j in range(tw):
-                    d3[j] = -b[j]
+                _a_step(f[0, nu], f[1, nu], dm[nu, k, p0:p0 + tw], dm[4 + nu, k, p0:p0 + tw],
+                        dm[8 + nu, k, p0:p0 + tw], dm[12 + nu, k, p0:p0 + tw])
 
 
 # ---- the same three transforms with the tiles ordered (i, j, n): for many small maps ----------------
@@ -345,24 +341,14 @@ def _input_transform_maps_inner_kernel(x, v, ph, pw, th, tw):
         for i in range(th):
             for j in range(tw):
                 for u in range(4):  # 2.
-                    d0, d1 = buf[2 * i + u, 2 * j], buf[2 * i + u, 2 * j + 1]
-                    d2, d3 = buf[2 * i + u, 2 * j + 2], buf[2 * i + u, 2 * j + 3]
-                    e0, e1, e2, e3 = e[u, 0], e[u, 1], e[u, 2], e[u, 3]
-                    for q in range(n_batch):
-                        e0[q] = d0[q] - d2[q]
-                        e1[q] = d1[q] + d2[q]
-                        e2[q] = d2[q] - d1[q]
-                        e3[q] = d1[q] - d3[q]
+                    rows = buf[2 * i + u]
+                    _b_t_step(rows[2 * j], rows[2 * j + 1], rows[2 * j + 2], rows[2 * j + 3],
+                              e[u, 0], e[u, 1], e[u, 2], e[u, 3])
                 p0 = (i * tw + j) * n_batch
                 for nu in range(4):  # 3.
-                    r0, r1, r2, r3 = e[0, nu], e[1, nu], e[2, nu], e[3, nu]
-                    v0, v1 = v[nu, c, p0:p0 + n_batch], v[4 + nu, c, p0:p0 + n_batch]
-                    v2, v3 = v[8 + nu, c, p0:p0 + n_batch], v[12 + nu, c, p0:p0 + n_batch]
-                    for q in range(n_batch):
-                        v0[q] = r0[q] - r2[q]
-                        v1[q] = r1[q] + r2[q]
-                        v2[q] = r2[q] - r1[q]
-                        v3[q] = r1[q] - r3[q]
+                    _b_t_step(e[0, nu], e[1, nu], e[2, nu], e[3, nu],
+                              v[nu, c, p0:p0 + n_batch], v[4 + nu, c, p0:p0 + n_batch],
+                              v[8 + nu, c, p0:p0 + n_batch], v[12 + nu, c, p0:p0 + n_batch])
 
 
 @njit(cache=True, parallel=True)
@@ -382,18 +368,12 @@ def _output_transform_maps_inner_kernel(m, bias, out, th, tw):
             for j in range(tw):
                 p0 = (i * tw + j) * n_batch
                 for nu in range(4):  # 1.
-                    m0, m1 = m[nu, k, p0:p0 + n_batch], m[4 + nu, k, p0:p0 + n_batch]
-                    m2, m3 = m[8 + nu, k, p0:p0 + n_batch], m[12 + nu, k, p0:p0 + n_batch]
-                    a, b = r[0, nu], r[1, nu]
-                    for q in range(n_batch):
-                        a[q] = m0[q] + m1[q] + m2[q]
-                        b[q] = m1[q] - m2[q] - m3[q]
+                    _a_t_step(m[nu, k, p0:p0 + n_batch], m[4 + nu, k, p0:p0 + n_batch],
+                              m[8 + nu, k, p0:p0 + n_batch], m[12 + nu, k, p0:p0 + n_batch],
+                              r[0, nu], r[1, nu], 0.0)
                 for u in range(2):  # 2.
-                    ye, yo = buf[2 * i + u, 2 * j], buf[2 * i + u, 2 * j + 1]
-                    q0, q1, q2, q3 = r[u, 0], r[u, 1], r[u, 2], r[u, 3]
-                    for q in range(n_batch):
-                        ye[q] = q0[q] + q1[q] + q2[q] + bk
-                        yo[q] = q1[q] - q2[q] - q3[q] + bk
+                    _a_t_step(r[u, 0], r[u, 1], r[u, 2], r[u, 3],
+                              buf[2 * i + u, 2 * j], buf[2 * i + u, 2 * j + 1], bk)
         for n in range(n_batch):  # 3.
             for y in range(hout):
                 for col in range(wout):
@@ -419,23 +399,12 @@ def _output_transform_adjoint_maps_inner_kernel(dout, dm, th, tw):
         for i in range(th):
             for j in range(tw):
                 for u in range(2):  # 2.
-                    a, b = buf[2 * i + u, 2 * j], buf[2 * i + u, 2 * j + 1]
-                    f0, f1, f2, f3 = f[u, 0], f[u, 1], f[u, 2], f[u, 3]
-                    for q in range(n_batch):
-                        f0[q] = a[q]
-                        f1[q] = a[q] + b[q]
-                        f2[q] = a[q] - b[q]
-                        f3[q] = -b[q]
+                    _a_step(buf[2 * i + u, 2 * j], buf[2 * i + u, 2 * j + 1],
+                            f[u, 0], f[u, 1], f[u, 2], f[u, 3])
                 p0 = (i * tw + j) * n_batch
                 for nu in range(4):  # 3.
-                    a, b = f[0, nu], f[1, nu]
-                    d0, d1 = dm[nu, k, p0:p0 + n_batch], dm[4 + nu, k, p0:p0 + n_batch]
-                    d2, d3 = dm[8 + nu, k, p0:p0 + n_batch], dm[12 + nu, k, p0:p0 + n_batch]
-                    for q in range(n_batch):
-                        d0[q] = a[q]
-                        d1[q] = a[q] + b[q]
-                        d2[q] = a[q] - b[q]
-                        d3[q] = -b[q]
+                    _a_step(f[0, nu], f[1, nu], dm[nu, k, p0:p0 + n_batch], dm[4 + nu, k, p0:p0 + n_batch],
+                            dm[8 + nu, k, p0:p0 + n_batch], dm[12 + nu, k, p0:p0 + n_batch])
 
 
 @njit(cache=True, parallel=True)
