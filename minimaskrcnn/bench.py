@@ -104,7 +104,6 @@ def bench_conv(threads: int, repeat: int) -> None:
     import numpy as np
     import torch
 
-    from minimaskrcnn.nn import _winograd
     from minimaskrcnn.nn import functional as F
 
     print(f"conv2d forward+backward, float32, {threads} thread(s) each (ours: the default method, "
@@ -121,8 +120,7 @@ def bench_conv(threads: int, repeat: int) -> None:
     rng = np.random.default_rng(0)
     achieved = []
     for n, c, h, w, c_out in ((2, 64, 64, 64, 64), (8, 256, 32, 32, 256)):
-        wall, cpu = _time_conv_case(rng, (n, c, h, w), c_out, repeat)
-        chosen = "winograd" if _winograd.pays_off((c_out, c, 3, 3), (1, 1, 1, 1, 1, 1, h, w), n) else "im2col"
+        wall, cpu, chosen = _time_conv_case(rng, (n, c, h, w), c_out, repeat)
         name = f"conv2d fwd+bwd {n}x{c}x{h}x{w} k3 pad1 {c}->{c_out}"
         report(f"{name} ({chosen})", wall["ours"], wall["torch"])
         print(f"{'  (process CPU time, all threads)':<48s} ours {cpu['ours'] * 1e3:9.2f} ms   "
@@ -165,7 +163,9 @@ def _time_conv_case(rng, x_shape, c_out, repeat):
         tx.grad = tw.grad = tb.grad = None
         torch.nn.functional.conv2d(tx, tw, tb, 1, 1).backward(tdout)
 
-    return _interleaved_best({"ours": ours, "torch": theirs}, repeat)
+    wall, cpu = _interleaved_best({"ours": ours, "torch": theirs}, repeat)
+    chosen = F.conv2d_forward(x, wt, b, 1, 1)[1][-1]  # the method "auto" resolved to (kept in the cache)
+    return wall, cpu, chosen
 
 
 TARGETS["conv"] = bench_conv
@@ -334,7 +334,6 @@ def bench_train(threads: int, repeat: int) -> None:
 
 
 def _time_train_step(cfg, model, images, targets, repeat):
-
     import numpy as np
     import torch
 

@@ -347,7 +347,7 @@ def conv_transpose2d_forward(x, w, b, stride=1, padding=0, *, method: str = "aut
     - w: (C_in, C_out, kH, kW) — torch's layout for transposed convolution (C_in first).
     - b: (C_out,) or None.
     - stride, padding: int or (h, w) pair; stride >= 1, padding >= 0.
-    - method: "im2col" (one BLAS product, then col2im; a reshape when kernel = stride), "col2im"
+    - method: "im2col" (one BLAS product, then col2im; a single copy when kernel = stride), "col2im"
       (always col2im) or "naive" (loops); "auto" (default) and "winograd" are "im2col" here (no
       Winograd tier for transposed convolutions).
 
@@ -485,20 +485,16 @@ def _conv_transpose2d_im2col_forward(x, w, b, geometry, shortcuts=True):
     xc = _workspace("dout", (c_in, n_batch, length), x.dtype)
     _k.nchw_to_cnl(np.ascontiguousarray(x).reshape(n_batch, c_in, length), xc)
     w2 = w.reshape(c_in, c_out * kh * kw)
+    cols = _workspace("dcols", (c_out * kh * kw, n_batch, length), x.dtype)
+    np.matmul(w2.T, xc.reshape(c_in, -1), out=cols.reshape(c_out * kh * kw, -1))
+    out = np.empty((n_batch, c_out, hout, wout), dtype=x.dtype)
     if shortcuts and _is_tiling(w, geometry):
         # 2a. kernel = stride: the kernel stamps tile the output, so placing them (and adding the
         #     bias) is one copy; see _k.place_stamps for the equivalent transpose.
-        cols = _workspace("dcols", (c_out * kh * kw, n_batch, length), x.dtype)
-        np.matmul(w2.T, xc.reshape(c_in, -1), out=cols.reshape(c_out * kh * kw, -1))
-        out = np.empty((n_batch, c_out, hout, wout), dtype=x.dtype)
         _k.place_stamps(cols, b if b is not None else np.empty(0, x.dtype), out, kh, kw)
         return out
-    else:
-        # 2b. general case: col2im sums the overlapping stamps (the adjoint of conv2d's im2col).
-        cols = _workspace("dcols", (c_out * kh * kw, n_batch, length), x.dtype)
-        np.matmul(w2.T, xc.reshape(c_in, -1), out=cols.reshape(c_out * kh * kw, -1))
-        out = np.empty((n_batch, c_out, hout, wout), dtype=x.dtype)
-        _k.col2im(cols, out, kh, kw, sh, sw, ph, pw, 1, 1, height, width)
+    # 2b. general case: col2im sums the overlapping stamps (the adjoint of conv2d's im2col).
+    _k.col2im(cols, out, kh, kw, sh, sw, ph, pw, 1, 1, height, width)
     if b is not None:
         out += b[None, :, None, None]
     return out

@@ -427,6 +427,16 @@ def _filter_transform_adjoint_kernel(du, dw):
                 dw[k, c, a, 2] = 0.5 * (u1 + u2) + u3
 
 
+def _transformed_input(x: np.ndarray, ph: int, pw: int, th: int, tw: int, inner: bool) -> np.ndarray:
+    """V = Bᵀ d B for every tile and channel of x (contiguous), (16, C, N·Th·Tw) in a reused scratch
+    buffer, with the tiles in the order ``inner`` says (``maps_inner``)."""
+    from minimaskrcnn.nn._conv import _workspace  # scratch reused across calls (no page faults)
+
+    v = _workspace("winograd_v", (16, x.shape[1], x.shape[0] * th * tw), x.dtype)
+    (_input_transform_maps_inner_kernel if inner else _input_transform_kernel)(x, v, ph, pw, th, tw)
+    return v
+
+
 def winograd_conv3x3(x: np.ndarray, w: np.ndarray, b, padding) -> np.ndarray:
     """Stride-1 3×3 cross-correlation by F(2×2, 3×3) with Numba transforms: the steps of
     ``winograd_conv3x3_numpy``, with the input transform written straight into the (16, C, P) operand
@@ -441,8 +451,7 @@ def winograd_conv3x3(x: np.ndarray, w: np.ndarray, b, padding) -> np.ndarray:
     from minimaskrcnn.nn._conv import _workspace  # scratch reused across calls (no page faults)
 
     inner = maps_inner(n, tw)
-    v = _workspace("winograd_v", (16, c, n * th * tw), x.dtype)
-    (_input_transform_maps_inner_kernel if inner else _input_transform_kernel)(x, v, ph, pw, th, tw)
+    v = _transformed_input(x, ph, pw, th, tw, inner)
     m = _workspace("winograd_m", (16, k, n * th * tw), x.dtype)
     np.matmul(u, v, out=m)
     out = np.empty((n, k, hout, wout), x.dtype)
@@ -470,8 +479,7 @@ def winograd_filter_grad(x: np.ndarray, dout: np.ndarray, padding) -> np.ndarray
 
     x = np.ascontiguousarray(x)
     inner = maps_inner(n, tw)  # the tile order; V and dM must agree
-    v = _workspace("winograd_v", (16, c, n * th * tw), x.dtype)
-    (_input_transform_maps_inner_kernel if inner else _input_transform_kernel)(x, v, ph, pw, th, tw)  # 1.
+    v = _transformed_input(x, ph, pw, th, tw, inner)  # 1.
     dm = _workspace("winograd_m", (16, k, n * th * tw), x.dtype)
     adjoint = _output_transform_adjoint_maps_inner_kernel if inner else _output_transform_adjoint_kernel
     adjoint(np.ascontiguousarray(dout), dm, th, tw)  # 2.
