@@ -25,7 +25,7 @@ def test_conv_reports_ratios_and_achieved_rates(torch, torchvision, capsys):
     assert bench.main("conv", threads=1, repeat=1) == 0
     out = capsys.readouterr().out
     # each benchmark shape names the method "auto" took, then its ratio and its achieved rate per side
-    assert len(re.findall(r"conv2d fwd\+bwd \S+ k3 pad1 \S+ \((winograd|im2col)\) +ours", out)) == 2
+    assert len(re.findall(r"conv2d fwd\+bwd \S+ k3 pad1 \S+ \((winograd4|winograd|im2col)\) +ours", out)) == 2
     peak = re.search(r"against this machine's sgemm rate, ([0-9.]+) GFLOP/s", out)
     assert peak and float(peak.group(1)) > 0
     rates = re.findall(r"(ours|torch) +([0-9.]+) GFLOP/s \( *[0-9.]+%\)", out)

@@ -14,9 +14,11 @@ Convolution comes in interchangeable methods, tested equal to each other and to 
   multiplications per 2×2 output block instead of 36): the forward, the input gradient (itself such a
   convolution) and the filter gradient (the transforms' adjoints); every other kernel shape, stride or
   dilation as "im2col".
-* ``method="auto"`` (default) — "winograd" where it pays off (``_winograd.pays_off``: stride-1 3×3
-  filters, from 32 channels on 8 or more maps at most 16 wide, such as a mask head's RoIs; on fewer
-  or larger maps from 256 channels on 16×16, 128 on 32×32 or 64 on 64×64), "im2col" everywhere else.
+* ``method="winograd4"`` — the same with F(4×4, 3×3) (``_winograd43``: 36 multiplications per 4×4
+  block instead of 144, and transformed operands 2.25 times the maps instead of 4 times).
+* ``method="auto"`` (default) — whichever of these pays off (``_winograd.auto_method``): F(2×2, 3×3)
+  on many small maps (a mask head's RoIs), F(4×4, 3×3) on wide maps with enough tiles and channels
+  (a ResNet's stages, the benchmark's 64- and 256-channel maps), "im2col" everywhere else.
 
 The im2col methods reuse scratch buffers between calls (``clear_workspace`` frees them) and keep
 only x and w in the cache: backward rebuilds the column matrix, so a network holds one activation
@@ -31,16 +33,26 @@ import numpy as np
 
 from minimaskrcnn._checks import float_array, pair
 from minimaskrcnn.nn import _conv_kernels as _k
-from minimaskrcnn.nn import _winograd
+from minimaskrcnn.nn import _winograd, _winograd43
 from minimaskrcnn.nn._args import _out_size, _param, _same_dtype
 
-CONV_METHODS = ("auto", "im2col", "col2im", "naive", "winograd")
+CONV_METHODS = ("auto", "im2col", "col2im", "naive", "winograd", "winograd4")
 
 # --------------------------------------------------------------------------------------------------
 # scratch memory
 # --------------------------------------------------------------------------------------------------
 
 _scratch = threading.local()
+
+_WINOGRAD = ("winograd", "winograd4")
+
+
+def _winograd_tier(method: str):
+    """(the forward / input gradient, the filter gradient) of a Winograd method: F(2×2, 3×3) for
+    "winograd", F(4×4, 3×3) for "winograd4"."""
+    if method == "winograd4":
+        return _winograd43.winograd43_conv3x3, _winograd43.winograd43_filter_grad
+    return _winograd.winograd_conv3x3, _winograd.winograd_filter_grad
 
 
 def _workspace(slot: str, shape: tuple, dtype) -> np.ndarray:
@@ -81,9 +93,9 @@ def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, *, method: str = "a
     - w: (C_out, C_in, kH, kW) filters (torch layout).
     - b: (C_out,) bias, or None.
     - stride, padding, dilation: int or (h, w) pair; stride, dilation >= 1, padding >= 0 (zeros).
-    - method: "auto" (default: "winograd" where it pays off, else "im2col"), "im2col", "col2im"
-      (textbook im2col/col2im), "naive" (loops) or "winograd" (F(2×2, 3×3) for stride-1 3×3 filters,
-      "im2col" otherwise); see the module docstring.
+    - method: "auto" (default: a Winograd tier where one pays off, else "im2col"), "im2col", "col2im"
+      (textbook im2col/col2im), "naive" (loops), "winograd" or "winograd4" (F(2×2, 3×3) or F(4×4, 3×3)
+      for stride-1 3×3 filters, "im2col" otherwise); see the module docstring.
 
     Output
     - out: (N, C_out, H', W') with H' = 1 + (H + 2·pad_h − dil_h·(kH − 1) − 1) // stride_h, same for W';
@@ -112,11 +124,11 @@ def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, *, method: str = "a
     hout, wout = _out_size(height, kh, sh, ph, dh), _out_size(width, kw, sw, pw, dw)
     geometry = (sh, sw, ph, pw, dh, dw, hout, wout)
     if method == "auto":  # resolved here, so that the backward uses the forward's choice
-        method = "winograd" if _winograd.pays_off(w.shape, geometry, x.shape[0]) else "im2col"
+        method = _winograd.auto_method(w.shape, geometry, x.shape[0])
     if method == "naive":
         out = _conv2d_naive_forward(x, w, b, geometry)
-    elif method == "winograd" and _winograd.applies(w.shape, geometry):
-        out = _winograd.winograd_conv3x3(x, w, b, (ph, pw))
+    elif method in _WINOGRAD and _winograd.applies(w.shape, geometry):
+        out = _winograd_tier(method)[0](x, w, b, (ph, pw))
     else:
         out = _conv2d_im2col_forward(x, w, b, geometry, shortcuts=method != "col2im")
     return out, (x, w, b is not None, geometry, method)
@@ -147,13 +159,13 @@ def conv2d_backward(dout, cache, *, need_dx: bool = True, need_dw: bool = True):
     if method == "naive":  # the reference computes both; the flags only drop what is not wanted
         dx, dw = _conv2d_naive_backward(dout, x, w, geometry)
         return (dx if need_dx else None), (dw if need_dw else None), db
-    if method == "winograd" and _winograd.applies(w.shape, geometry) and need_dx \
+    if method in _WINOGRAD and _winograd.applies(w.shape, geometry) and need_dx \
             and max(geometry[2], geometry[3]) <= 2:
+        conv3x3, filter_grad = _winograd_tier(method)
         # stride 1: dx is the convolution of dout, padded by 2 − pad, with the flipped filters with
         # their channel axes swapped (as the im2col shortcut below) -- again a stride-1 3×3 one.
-        dx = _winograd.winograd_conv3x3(np.ascontiguousarray(dout), _flipped_filters(w), None,
-                                        (2 - geometry[2], 2 - geometry[3]))
-        dw = _winograd.winograd_filter_grad(x, dout, geometry[2:4]) if need_dw else None
+        dx = conv3x3(np.ascontiguousarray(dout), _flipped_filters(w), None, (2 - geometry[2], 2 - geometry[3]))
+        dw = filter_grad(x, dout, geometry[2:4]) if need_dw else None
         return dx, dw, db
     dx, dw = _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=method != "col2im",
                                      need_dx=need_dx, need_dw=need_dw)
@@ -348,8 +360,8 @@ def conv_transpose2d_forward(x, w, b, stride=1, padding=0, *, method: str = "aut
     - b: (C_out,) or None.
     - stride, padding: int or (h, w) pair; stride >= 1, padding >= 0.
     - method: "im2col" (one BLAS product, then col2im; a single copy when kernel = stride), "col2im"
-      (always col2im) or "naive" (loops); "auto" (default) and "winograd" are "im2col" here (no
-      Winograd tier for transposed convolutions).
+      (always col2im) or "naive" (loops); "auto" (default), "winograd" and "winograd4" are "im2col"
+      here (no Winograd tier for transposed convolutions).
 
     Output
     - out: (N, C_out, H', W') with H' = (H − 1)·stride_h − 2·pad_h + kH (must be >= 1), same for W';

@@ -41,8 +41,9 @@ tiles with unit strides (the input rows split into even and odd columns first), 
 vectorizes them; they then cost a fraction of the products on wide maps. Short rows (a 14×14 RoI has
 tile rows of 7) do not fill a vector register: for many small maps the transforms instead order the
 tiles (i, j, n) and loop over the maps (``maps_inner``), each channel's maps first copied into a local
-pixel-major buffer. ``pays_off`` is where conv2d's default method ("auto") takes this tier. Blocking
-the tiles so that V and M stay in cache is the next step.
+pixel-major buffer. ``auto_method`` is where conv2d's default method ("auto") takes this tier, or
+F(4×4, 3×3) (``_winograd43``), whose larger tiles need less memory traffic and fewer products per
+output on wide maps.
 
 The filter gradient is Winograd's too (``winograd_filter_grad``): with dM = A dY Aᵀ per tile (the
 output transform's adjoint), dU = Σ_tiles dM ⊙ V is again 16 matrix products, and dW = Gᵀ dU G.
@@ -66,32 +67,47 @@ def applies(w_shape, geometry) -> bool:
     return tuple(w_shape[2:]) == (3, 3) and (sh, sw, dh, dw) == (1, 1, 1, 1)
 
 
-def pays_off(w_shape, geometry, n_maps: int) -> bool:
-    """Where conv2d's default method ("auto") takes this tier, for ``n_maps`` input maps (the batch,
-    or the RoIs of a mask head). Winograd saves GEMM work ∝ C_in·C_out per tile and pays transforms
-    ∝ C_in + C_out per tile, and the transforms are only fast when their loops fill vector registers.
-    So, when it applies and with C = min(C_in, C_out):
+def auto_method(w_shape, geometry, n_maps: int) -> str:
+    """The method conv2d's default ("auto") takes for a convolution of ``n_maps`` input maps (the
+    batch, or the RoIs of a mask head): "winograd4" (F(4×4, 3×3), ``_winograd43``), "winograd"
+    (F(2×2, 3×3), this module) or "im2col".
 
-    1. many small maps (``maps_inner``: at least 8 maps at most 16 wide, the transforms looping over
-       the maps): from C ≥ 32;
-    2. otherwise (the transforms looping along tile rows): C ≥ 256 on maps at least 16 × 16, C ≥ 128
-       from 32 × 32, C ≥ 64 from 64 × 64.
+    Winograd saves GEMM work ∝ C_in·C_out per tile and pays transforms ∝ C_in + C_out per tile; its
+    products are 16 or 36 GEMMs whose column count is the number of tiles P, which run far below the
+    machine's rate when P or C is small; and its transforms are only fast when their loops fill
+    vector registers. So, when a Winograd tier applies, with C = min(C_in, C_out):
 
-    Chosen from a sweep of forward + backward times against "im2col" (float32, 2 threads, one layer at
-    a time, the methods alternated): in case 1 it took 0.53–0.94 of im2col's time from 8 maps of 4×4 to
-    64 RoIs of 14×14 at 32–256 channels (1.04 at 8 maps of 8×8, 64 channels); in case 2 0.67–0.95
-    from 8×128×32² and 1×512×16² to 1×64×128², and it lost 1.04–1.4× on 1–4 maps of 8–16 and on
-    64-channel maps of 24–32 (where neither loop order fills its vectors well).
+    1. many small maps (``maps_inner``, the F(2×2) transforms looping over the maps): "winograd" from
+       C ≥ 64 on at least 32 maps, or C ≥ 128 on at least 16;
+    2. otherwise, with P₄ = N·T_h·(T_w + 1) the tiles of F(4×4, 3×3): "winograd4" for C ≥ 128 and
+       P₄ ≥ 200, C ≥ 64 and P₄ ≥ 500, or C ≥ 32 and P₄ ≥ 2000;
+    3. otherwise "winograd" (tile rows) for C ≥ 256 on maps at least 16 × 16 (fewer, larger F(2×2)
+       tiles: their GEMMs stay wide enough);
+    4. "im2col" everywhere else.
+
+    Chosen from a sweep of forward + backward times against "im2col" (float32, 2 threads, one layer
+    at a time, the methods alternated; the ratios below are time / im2col's time, lower is better):
+    case 1 took 0.55 (64 RoIs × 256 × 14²), 0.75 (57 × 64 × 14²), 0.80–0.88 (32 × 64–128 × 7–14²,
+    16 × 128 × 8²), and lost 1.1–1.6 on 8–16 maps of 64–128 channels (their loops over the maps are
+    8–16 long); case 2 0.57–0.61 on ResNet-50's 64–256-channel maps of 50 × 76 to 100 × 152, 0.72–0.79
+    on 2–8 maps of 64 × 32² to 64², 0.77–0.91 on 8 × 32 × 64², and lost 1.0–1.2 on 8 × 64 × 16² and
+    8 × 32 × 32²; case 3 0.70–0.77 on 256–512 channels of 25 × 38, where F(4×4)'s 77 tiles gave
+    0.79–0.80; maps of 13 × 19 or smaller lost 1.2–2.5 with either tile.
     ``minimaskrcnn bench conv`` times the two benchmark shapes."""
     if not applies(w_shape, geometry):
-        return False
+        return "im2col"
     channels = min(w_shape[0], w_shape[1])
     hout, wout = geometry[6], geometry[7]
-    if maps_inner(n_maps, -(-wout // 2)):
-        return channels >= 32
-    side = min(hout, wout)
-    return (channels >= 256 and side >= 16) or (channels >= 128 and side >= 32) or \
-        (channels >= 64 and side >= 64)
+    if maps_inner(n_maps, -(-wout // 2)):  # 1.
+        many = (channels >= 64 and n_maps >= 32) or (channels >= 128 and n_maps >= 16)
+        return "winograd" if many else "im2col"
+    tiles4 = n_maps * -(-hout // 4) * (-(-wout // 4) + 1)  # 2.
+    if (channels >= 128 and tiles4 >= 200) or (channels >= 64 and tiles4 >= 500) or \
+            (channels >= 32 and tiles4 >= 2000):
+        return "winograd4"
+    if channels >= 256 and min(hout, wout) >= 16:  # 3.
+        return "winograd"
+    return "im2col"  # 4.
 
 
 def maps_inner(n_maps: int, tw: int) -> bool:
@@ -258,12 +274,12 @@ def _output_transform_kernel(m, bias, out, th, tw):
         r = np.empty((2, 4, tw), m.dtype)
         ye = np.empty(tw, m.dtype)
         yo = np.empty(tw, m.dtype)
-        bk = bias[k] if bias.size else 0.0
+        bk = m.dtype.type(bias[k] if bias.size else 0.0)  # in m's dtype (no float64 promotion)
         for i in range(th):
             p0 = (n * th + i) * tw
             for nu in range(4):  # 1.
                 _a_t_step(m[nu, k, p0:p0 + tw], m[4 + nu, k, p0:p0 + tw], m[8 + nu, k, p0:p0 + tw],
-                          m[12 + nu, k, p0:p0 + tw], r[0, nu], r[1, nu], 0.0)
+                          m[12 + nu, k, p0:p0 + tw], r[0, nu], r[1, nu], m.dtype.type(0.0))
             for u in range(2):
                 y = 2 * i + u
                 if y >= hout:
@@ -363,14 +379,14 @@ def _output_transform_maps_inner_kernel(m, bias, out, th, tw):
     for k in prange(k_out):
         buf = np.empty((2 * th, 2 * tw, n_batch), m.dtype)
         r = np.empty((2, 4, n_batch), m.dtype)
-        bk = bias[k] if bias.size else 0.0
+        bk = m.dtype.type(bias[k] if bias.size else 0.0)  # in m's dtype (no float64 promotion)
         for i in range(th):
             for j in range(tw):
                 p0 = (i * tw + j) * n_batch
                 for nu in range(4):  # 1.
                     _a_t_step(m[nu, k, p0:p0 + n_batch], m[4 + nu, k, p0:p0 + n_batch],
                               m[8 + nu, k, p0:p0 + n_batch], m[12 + nu, k, p0:p0 + n_batch],
-                              r[0, nu], r[1, nu], 0.0)
+                              r[0, nu], r[1, nu], m.dtype.type(0.0))
                 for u in range(2):  # 2.
                     _a_t_step(r[u, 0], r[u, 1], r[u, 2], r[u, 3],
                               buf[2 * i + u, 2 * j], buf[2 * i + u, 2 * j + 1], bk)

@@ -13,9 +13,9 @@ along one axis of length H, the number of output positions is
 (the last window that fits entirely inside the padded input; PyTorch's floor mode).
 
 Convolutions (``conv2d_*``, ``conv_transpose2d_*``) live in ``_conv.py`` and are re-exported here;
-they come in interchangeable methods (``method="auto"`` default: Winograd F(2×2, 3×3) where it pays
-off, im2col + GEMM elsewhere; ``"im2col"``, ``"col2im"``, ``"naive"``, ``"winograd"``), see that
-module's docstring.
+they come in interchangeable methods (``method="auto"`` default: Winograd F(4×4, 3×3) or F(2×2, 3×3)
+where one pays off, im2col + GEMM elsewhere; ``"im2col"``, ``"col2im"``, ``"naive"``, ``"winograd"``,
+``"winograd4"``), see that module's docstring.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Winograd F(2×2, 3×3) (``nn._winograd``): its transforms, its three writings, and the conv2d tier.
 
-The conv2d tier "winograd" is also in ``CONV_METHODS``, so every conv2d test against torch (forward and
-backward, float64 and float32, edge cases and hypothesis shapes) runs it too."""
+The conv2d tiers "winograd" and "winograd4" are also in ``CONV_METHODS``, so every conv2d test against
+torch (forward and backward, float64 and float32, edge cases and hypothesis shapes) runs them too;
+F(4×4, 3×3)'s own tests are in ``test_winograd43``."""
 
 from __future__ import annotations
 
@@ -141,38 +142,41 @@ def test_transform_kernels_equal_the_matrix_formulas():
     np.testing.assert_allclose(dw, want, rtol=1e-14, atol=1e-14)
 
 
-def test_auto_takes_winograd_where_it_pays_off(monkeypatch):
-    # The default method: Winograd for stride-1 3×3 filters from 32 channels on >= 8 maps at most 16
-    # wide; on fewer or wider maps from 256 channels on 16×16, 128 on 32×32, 64 on 64×64; im2col
-    # elsewhere. The backward follows the forward's choice.
-    cases = (((64, 64, 3, 3), (14, 14), 57, True), ((32, 32, 3, 3), (16, 16), 8, True),
-             ((31, 32, 3, 3), (16, 16), 8, False), ((64, 64, 3, 3), (17, 16), 8, True),
-             ((64, 64, 3, 3), (16, 17), 8, False), ((64, 64, 3, 3), (14, 14), 7, False),
-             ((256, 256, 3, 3), (16, 16), 1, True), ((256, 256, 3, 3), (15, 16), 1, False),
-             ((128, 128, 3, 3), (32, 32), 2, True), ((128, 128, 3, 3), (31, 32), 2, False),
-             ((64, 64, 3, 3), (64, 64), 1, True), ((64, 64, 3, 3), (32, 32), 8, False),
-             ((128, 128, 3, 3), (8, 8), 8, True), ((32, 32, 3, 3), (4, 4), 8, True))
+def test_auto_takes_the_tier_that_pays_off(monkeypatch):
+    # The default method (see ``auto_method``): F(2×2) on many small maps from 64 channels on >= 32
+    # maps or 128 on >= 16; F(4×4) on wide maps by tile count P4 = N·T_h·(T_w + 1) and channels;
+    # F(2×2) tile rows for >= 256 channels on maps from 16×16; im2col elsewhere. The backward follows
+    # the forward's choice.
+    cases = (((64, 64, 3, 3), (14, 14), 57, "winograd"), ((64, 64, 3, 3), (14, 14), 32, "winograd"),
+             ((64, 64, 3, 3), (14, 14), 31, "im2col"), ((128, 128, 3, 3), (8, 8), 16, "winograd"),
+             ((128, 128, 3, 3), (8, 8), 15, "im2col"), ((63, 64, 3, 3), (14, 14), 57, "im2col"),
+             ((64, 64, 3, 3), (16, 16), 8, "im2col"),  # 8 maps: maps inner, too few
+             ((64, 64, 3, 3), (64, 64), 2, "winograd4"),  # P4 = 2·16·17 = 544
+             ((64, 64, 3, 3), (32, 32), 8, "winograd4"),  # 8·8·9 = 576
+             ((64, 64, 3, 3), (28, 28), 8, "im2col"),  # 8·7·8 = 448
+             ((32, 32, 3, 3), (64, 64), 8, "winograd4"),  # 8·16·17 = 2176
+             ((32, 32, 3, 3), (32, 32), 8, "im2col"),
+             ((128, 128, 3, 3), (50, 76), 1, "winograd4"),  # 13·20 = 260
+             ((512, 512, 3, 3), (25, 38), 1, "winograd"),  # P4 = 7·11 = 77: F(2×2) tile rows
+             ((256, 256, 3, 3), (13, 19), 1, "im2col"), ((256, 256, 3, 3), (16, 16), 1, "winograd"))
     for w_shape, out_hw, n_maps, want in cases:
         geometry = (1, 1, 1, 1, 1, 1) + out_hw
-        assert W.pays_off(w_shape, geometry, n_maps) is want, (w_shape, out_hw, n_maps)
-    for geometry in ((2, 2, 1, 1, 1, 1, 8, 8), (1, 1, 2, 2, 2, 2, 8, 8)):  # stride 2, dilation 2
-        assert not W.pays_off((128, 128, 3, 3), geometry, 64)
-    assert not W.pays_off((128, 128, 1, 1), (1, 1, 0, 0, 1, 1, 8, 8), 64)
-    calls = []
-    real = W.winograd_conv3x3
-    monkeypatch.setattr(W, "winograd_conv3x3", lambda *a: calls.append(a[3]) or real(*a))
+        assert W.auto_method(w_shape, geometry, n_maps) == want, (w_shape, out_hw, n_maps)
+    for geometry in ((2, 2, 1, 1, 1, 1, 64, 64), (1, 1, 2, 2, 2, 2, 64, 64)):  # stride 2, dilation 2
+        assert W.auto_method((128, 128, 3, 3), geometry, 64) == "im2col"
+    assert W.auto_method((128, 128, 1, 1), (1, 1, 0, 0, 1, 1, 64, 64), 64) == "im2col"
     rng = np.random.default_rng(8)
-    for channels, side, expected in ((32, 14, 2), (16, 14, 0)):
-        calls.clear()
-        x = rng.standard_normal((8, channels, side, side))
-        w = rng.standard_normal((32, channels, 3, 3)) * 0.1
+    for shape, c_out, expected in (((32, 64, 6, 6), 64, "winograd"), ((2, 64, 62, 62), 64, "winograd4"),
+                                   ((8, 16, 14, 14), 32, "im2col")):
+        x = rng.standard_normal(shape)
+        w = rng.standard_normal((c_out, shape[1], 3, 3)) * 0.1
         out, cache = F.conv2d_forward(x, w, None, 1, 1)
-        assert cache[-1] == ("winograd" if expected else "im2col")
+        assert cache[-1] == expected
         ref, ref_cache = F.conv2d_forward(x, w, None, 1, 1, method="im2col")  # equal to naive: test_conv
+        assert rel_error(out, ref) <= 1e-12
         dout = rng.standard_normal(out.shape)
         for g, r in zip(F.conv2d_backward(dout, cache), F.conv2d_backward(dout, ref_cache)):
             assert rel_error(g, r) <= 1e-12
-        assert len(calls) == expected
 
 
 MANY_MAPS = [((9, 3, 7, 6), (1, 1)), ((8, 2, 5, 5), (0, 0)), ((12, 4, 14, 14), (1, 1)),

@@ -1,0 +1,420 @@
+"""Winograd's F(4×4, 3×3) for stride-1 3×3 convolutions on wide maps (Lavin & Gray, 2015).
+
+The same algorithm as F(2×2, 3×3) (``_winograd``, whose docstring explains it), with larger tiles: a
+4×4 block of outputs from the 6×6 input tile that covers it, by 36 multiplications instead of 16·9 =
+144, in the basis of the interpolation points 0, ±1, ±2 and ∞:
+
+    Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A,     d (6, 6), g (3, 3), Y (4, 4),
+
+         ⎡4  0 −5  0  1  0⎤          ⎡ ¼     0     0 ⎤
+         ⎢0 −4 −4  1  1  0⎥          ⎢−⅙    −⅙    −⅙ ⎥          ⎡1  1  1  1  1  0⎤
+    Bᵀ = ⎢0  4 −4 −1  1  0⎥      G = ⎢−⅙     ⅙    −⅙ ⎥     Aᵀ = ⎢0  1 −1  2 −2  0⎥
+         ⎢0 −2 −1  2  1  0⎥          ⎢1/24  1/12  ⅙ ⎥          ⎢0  1  1  4  4  0⎥
+         ⎢0  2 −1 −2  1  0⎥          ⎢1/24 −1/12  ⅙ ⎥          ⎣0  1 −1  8 −8  1⎦
+         ⎣0  4  0 −5  0  1⎦          ⎣ 0     0     1 ⎦
+
+For a layer, with U = G g Gᵀ per (output, input) channel pair and V = Bᵀ d B per (input channel, tile),
+M[ξ, ν] (K, P) = U[ξ, ν] (K, C) @ V[ξ, ν] (C, P) for the 36 positions of a tile.
+
+Why a second tile size: per output pixel F(2×2, 3×3) multiplies 16/4 = 4 times per channel pair and
+F(4×4, 3×3) 36/16 = 2.25 times (direct convolution: 9); and its operands V and M hold 36/16 = 2.25
+values per pixel instead of 4, so the transforms also move 44% less memory, which is what limits
+F(2×2, 3×3) on channel counts of 64 and below. The price: the transforms add and scale (by 2, 4, 5, 8
+and the filter transform's sixths) instead of only adding, and a float32 result carries a few times
+more rounding than F(2×2, 3×3)'s (the points ±2 scale values by up to 8 before they cancel). Tiles
+of 4 fit wide maps: on a 14×14 RoI a tile row has 4 tiles and the last one computes 2 cropped
+columns, so many small maps keep F(2×2, 3×3) with the tiles ordered (i, j, n) (``_winograd``).
+
+``winograd43_conv3x3(x, w, b, padding)`` is the forward pass (and, as for F(2×2, 3×3), the input
+gradient: a stride-1 3×3 convolution of dout with the flipped filters), ``winograd43_filter_grad``
+the filter gradient (dM = A dY Aᵀ, dU = dM Vᵀ, dW = Gᵀ dU G). The readable version beside the Numba
+kernels: ``_winograd43_reference`` and ``_winograd43_filter_grad_reference``, the formulas tile by tile.
+
+The kernels work one tile row at a time with every loop running over the row's tiles: the input
+rows are first split into their four column phases (ph_r[j] = row[4j + r]), so tile j reads
+ph_0[j], ph_1[j], ph_2[j], ph_3[j], ph_0[j + 1], ph_1[j + 1] — unit strides, which vectorize.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from minimaskrcnn.nn import _conv_kernels  # noqa: F401  (sets Numba's threading layer first)
+
+B_T = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=np.float64)
+G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+              [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], dtype=np.float64)
+A_T = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
+               dtype=np.float64)
+
+
+def tile_grid(h: int, w: int, padding) -> tuple[int, int, int, int]:
+    """(H', W', T_h, T_w) of a stride-1 3×3 convolution of an h × w map: T_h = ceil(H' / 4) blocks."""
+    ph, pw = padding
+    hout, wout = h + 2 * ph - 2, w + 2 * pw - 2
+    return hout, wout, -(-hout // 4), -(-wout // 4)
+
+
+# ---- the filter transform and its adjoint ------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def _g_column(g0, g1, g2):
+    """G (g0, g1, g2)ᵀ: the six values G's rows give, (¼, 0, 0), (−⅙, −⅙, −⅙), (−⅙, ⅙, −⅙),
+    (1/24, 1/12, ⅙), (1/24, −1/12, ⅙), (0, 0, 1)."""
+    even, odd = g0 + g2, g1
+    sixth, g4 = 1.0 / 6.0, g0 * (1.0 / 24.0) + g2 * (1.0 / 6.0)
+    return (0.25 * g0, -(even + odd) * sixth, (odd - even) * sixth,
+            g4 + odd * (1.0 / 12.0), g4 - odd * (1.0 / 12.0), g2)
+
+
+@njit(cache=True, inline="always")
+def _g_t_column(u0, u1, u2, u3, u4, u5):
+    """Gᵀ (u0, .., u5)ᵀ: the three values Gᵀ's rows give (the adjoint of ``_g_column``)."""
+    sixth = 1.0 / 6.0
+    return (0.25 * u0 - (u1 + u2) * sixth + (u3 + u4) * (1.0 / 24.0),
+            (u2 - u1) * sixth + (u3 - u4) * (1.0 / 12.0),
+            (u3 + u4 - u1 - u2) * sixth + u5)
+
+
+@njit(cache=True, parallel=True)
+def _filter_transform_kernel(w, u):
+    """u[6ξ + ν, k, c] = (G g Gᵀ)[ξ, ν] for g = w[k, c]: G along the filters' columns, then their rows,
+    every loop running over the input channels c (so that it vectorizes)."""
+    k_out, c_in = w.shape[:2]
+    for k in prange(k_out):
+        t = np.empty((6, 3, c_in), w.dtype)
+        for q in range(3):  # t = G g
+            for c in range(c_in):
+                t[0, q, c], t[1, q, c], t[2, q, c], t[3, q, c], t[4, q, c], t[5, q, c] = _g_column(
+                    w[k, c, 0, q], w[k, c, 1, q], w[k, c, 2, q])
+        for a in range(6):  # U = t Gᵀ
+            for c in range(c_in):
+                (u[6 * a, k, c], u[6 * a + 1, k, c], u[6 * a + 2, k, c], u[6 * a + 3, k, c],
+                 u[6 * a + 4, k, c], u[6 * a + 5, k, c]) = _g_column(t[a, 0, c], t[a, 1, c], t[a, 2, c])
+
+
+def filter_transform(w: np.ndarray) -> np.ndarray:
+    """U = G g Gᵀ for every filter: (K, C, 3, 3) -> (36, K, C), position 6ξ + ν first."""
+    u = np.empty((36,) + w.shape[:2], w.dtype)
+    _filter_transform_kernel(np.ascontiguousarray(w), u)
+    return u
+
+
+def _filter_transform_reference(w: np.ndarray) -> np.ndarray:
+    """``filter_transform`` as the matrix formula: G g Gᵀ for every (k, c)."""
+    u = np.einsum("ai,kcij,bj->abkc", G, w.astype(np.float64), G)
+    return u.reshape((36,) + w.shape[:2]).astype(w.dtype)
+
+
+@njit(cache=True, parallel=True)
+def _filter_transform_adjoint_kernel(du, dw):
+    """dg = Gᵀ dU G for every (k, c): du (36, K, C) -> dw (K, C, 3, 3), the adjoint of U = G g Gᵀ,
+    every loop running over the input channels c."""
+    k_out, c_in = dw.shape[:2]
+    for k in prange(k_out):
+        t = np.empty((3, 6, c_in), dw.dtype)
+        for nu in range(6):  # t = Gᵀ dU (over ξ)
+            for c in range(c_in):
+                t[0, nu, c], t[1, nu, c], t[2, nu, c] = _g_t_column(
+                    du[nu, k, c], du[6 + nu, k, c], du[12 + nu, k, c], du[18 + nu, k, c],
+                    du[24 + nu, k, c], du[30 + nu, k, c])
+        for i in range(3):  # dg = t G (over ν)
+            for c in range(c_in):
+                dw[k, c, i, 0], dw[k, c, i, 1], dw[k, c, i, 2] = _g_t_column(
+                    t[i, 0, c], t[i, 1, c], t[i, 2, c], t[i, 3, c], t[i, 4, c], t[i, 5, c])
+
+
+# ---- the 1-D steps, each for a row of tiles at once (inlined into the kernels) -----------------------
+
+
+@njit(cache=True, inline="always")
+def _b_t_step6(d0, d1, d2, d3, d4, d5, o0, o1, o2, o3, o4, o5):
+    """Bᵀ along one axis: o = Bᵀ d for the six values d0 .. d5 of each tile (arrays over the tiles):
+    o0 = 4d0 − 5d2 + d4, o1 = d3 + d4 − 4(d1 + d2), o2 = d4 − d3 + 4(d1 − d2),
+    o3 = d4 − d2 + 2(d3 − d1), o4 = d4 − d2 − 2(d3 − d1), o5 = 4d1 − 5d3 + d5."""
+    two, four, five = o0.dtype.type(2.0), o0.dtype.type(4.0), o0.dtype.type(5.0)  # float32 stays float32
+    for q in range(o0.shape[0]):
+        o0[q] = four * d0[q] - five * d2[q] + d4[q]
+    for q in range(o0.shape[0]):
+        o1[q] = d3[q] + d4[q] - four * (d1[q] + d2[q])
+    for q in range(o0.shape[0]):
+        o2[q] = d4[q] - d3[q] + four * (d1[q] - d2[q])
+    for q in range(o0.shape[0]):
+        o3[q] = d4[q] - d2[q] + two * (d3[q] - d1[q])
+    for q in range(o0.shape[0]):
+        o4[q] = d4[q] - d2[q] - two * (d3[q] - d1[q])
+    for q in range(o0.shape[0]):
+        o5[q] = four * d1[q] - five * d3[q] + d5[q]
+
+
+@njit(cache=True, inline="always")
+def _a_t_step6(m0, m1, m2, m3, m4, m5, y0, y1, y2, y3, bias):
+    """Aᵀ along one axis, plus ``bias``: y0 = m0 + (m1 + m2) + (m3 + m4), y1 = (m1 − m2) + 2(m3 − m4),
+    y2 = (m1 + m2) + 4(m3 + m4), y3 = (m1 − m2) + 8(m3 − m4) + m5."""
+    two, four, eight = y0.dtype.type(2.0), y0.dtype.type(4.0), y0.dtype.type(8.0)
+    for q in range(y0.shape[0]):
+        y0[q] = m0[q] + (m1[q] + m2[q]) + (m3[q] + m4[q]) + bias
+    for q in range(y0.shape[0]):
+        y1[q] = (m1[q] - m2[q]) + two * (m3[q] - m4[q]) + bias
+    for q in range(y0.shape[0]):
+        y2[q] = (m1[q] + m2[q]) + four * (m3[q] + m4[q]) + bias
+    for q in range(y0.shape[0]):
+        y3[q] = (m1[q] - m2[q]) + eight * (m3[q] - m4[q]) + m5[q] + bias
+
+
+@njit(cache=True, inline="always")
+def _a_step6(y0, y1, y2, y3, f0, f1, f2, f3, f4, f5):
+    """A along one axis (the adjoint of Aᵀ): f = A y, A's rows (1, 0, 0, 0), (1, 1, 1, 1),
+    (1, −1, 1, −1), (1, 2, 4, 8), (1, −2, 4, −8), (0, 0, 0, 1)."""
+    two, four, eight = f0.dtype.type(2.0), f0.dtype.type(4.0), f0.dtype.type(8.0)
+    for q in range(y0.shape[0]):
+        f0[q] = y0[q]
+    for q in range(y0.shape[0]):
+        f1[q] = (y0[q] + y2[q]) + (y1[q] + y3[q])
+    for q in range(y0.shape[0]):
+        f2[q] = (y0[q] + y2[q]) - (y1[q] + y3[q])
+    for q in range(y0.shape[0]):
+        f3[q] = (y0[q] + four * y2[q]) + (two * y1[q] + eight * y3[q])
+    for q in range(y0.shape[0]):
+        f4[q] = (y0[q] + four * y2[q]) - (two * y1[q] + eight * y3[q])
+    for q in range(y0.shape[0]):
+        f5[q] = y3[q]
+
+
+# ---- the three transforms, one task per (map, channel), all tiles of the map at once -------------------
+#
+# A map's tiles are numbered p = i·S + j with S = T_w + 1: each tile row carries one junk tile
+# (j = T_w), so that shifting a tile's window by one tile row or column is shifting an index by S or
+# 1, and every step below is one loop over all T_h·S tiles of the map instead of T_h short loops
+# over a tile row (a 64-pixel row has 16 tiles: one vector register, all loop overhead). V, M and dM
+# keep the junk columns (1/S more work in the products); the output transform skips them and the
+# filter gradient's dM is zero there. The map's padded input is first split into its 16 phase planes
+# X_rs[a·S + b] = X_pad[4a + r, 4b + s]: tile p's pixel (u, t) is X_{u mod 4, t mod 4}[p + (u div 4)·S
+# + t div 4], a unit-stride slice for every (u, t).
+
+
+def tile_stride(tw: int) -> int:
+    """S, the index distance of two tile rows: T_w tiles and one junk tile."""
+    return tw + 1
+
+
+@njit(cache=True, parallel=True)
+def _input_transform_kernel(x, v, ph, pw, th, tw):
+    """V[(ξ, ν), c, n·T_h·S + p] = (Bᵀ d B)[ξ, ν] for the 6×6 tile d at (4i − ph, 4j − pw) of x[n, c],
+    p = i·S + j (j = T_w: junk); reads outside x are the zero padding; v (36, C, N·T_h·S).
+
+    1. x[n, c], zero padded, split into its 16 phase planes (row phase r, column phase s);
+    2. d B along the columns, for each row phase r and every tile (and the tile row below the last):
+       e[r, ν], from the six column slices t = 0 .. 5 of the phase planes of row phase r;
+    3. Bᵀ (d B) along the rows: rows u = 0 .. 5 of the tiles are e[u mod 4] shifted by (u div 4)·S."""
+    n_batch, c_in, height, width = x.shape
+    s_row = tw + 1
+    n_tiles = th * s_row
+    for task in prange(n_batch * c_in):
+        n, c = task // c_in, task % c_in
+        planes = np.zeros((4, 4, (th + 2) * s_row), x.dtype)
+        e = np.empty((4, 6, n_tiles + s_row), x.dtype)
+        for y in range(height):  # 1.
+            yy = y + ph
+            r, a = yy % 4, yy // 4
+            src = x[n, c, y]
+            for col_phase in range(4):  # padded column 4b + s is x column 4b + s − pw
+                b_lo = max(0, -((col_phase - pw) // 4))
+                b_hi = min(s_row, (width - 1 + pw - col_phase) // 4 + 1)
+                dst = planes[r, col_phase, a * s_row:(a + 1) * s_row]
+                for b in range(b_lo, b_hi):
+                    dst[b] = src[4 * b + col_phase - pw]
+        span = n_tiles + s_row
+        for r in range(4):  # 2. tile p's column t is plane (r, t mod 4) at p + t div 4
+            q = planes[r]
+            _b_t_step6(q[0, :span], q[1, :span], q[2, :span], q[3, :span], q[0, 1:span + 1], q[1, 1:span + 1],
+                       e[r, 0], e[r, 1], e[r, 2], e[r, 3], e[r, 4], e[r, 5])
+        p0 = n * n_tiles
+        for nu in range(6):  # 3.
+            _b_t_step6(e[0, nu, :n_tiles], e[1, nu, :n_tiles], e[2, nu, :n_tiles], e[3, nu, :n_tiles],
+                       e[0, nu, s_row:], e[1, nu, s_row:],
+                       v[nu, c, p0:p0 + n_tiles], v[6 + nu, c, p0:p0 + n_tiles], v[12 + nu, c, p0:p0 + n_tiles],
+                       v[18 + nu, c, p0:p0 + n_tiles], v[24 + nu, c, p0:p0 + n_tiles],
+                       v[30 + nu, c, p0:p0 + n_tiles])
+
+
+@njit(cache=True, parallel=True)
+def _output_transform_kernel(m, bias, out, th, tw):
+    """out[n, k, 4i:4i+4, 4j:4j+4] = (Aᵀ M A) + bias[k] for M = m[:, k, n·T_h·S + i·S + j] reshaped
+    (6, 6), cropped to out's size; bias (K,) or empty.
+
+    1. Aᵀ M along the rows, for every tile: r[u, ν], u = 0 .. 3;
+    2. (Aᵀ M) A along the columns, plus the bias: y[u, q], output pixel (4i + u, 4j + q) of every tile;
+    3. y's 16 phase planes interleaved into the output (junk tiles and pixels past the edge skipped)."""
+    n_batch, k_out, hout, wout = out.shape
+    s_row = tw + 1
+    n_tiles = th * s_row
+    for task in prange(n_batch * k_out):
+        n, k = task // k_out, task % k_out
+        r = np.empty((4, 6, n_tiles), m.dtype)
+        y = np.empty((4, 4, n_tiles), m.dtype)
+        bk = m.dtype.type(bias[k] if bias.size else 0.0)  # in m's dtype (no float64 promotion)
+        p0 = n * n_tiles
+        for nu in range(6):  # 1.
+            _a_t_step6(m[nu, k, p0:p0 + n_tiles], m[6 + nu, k, p0:p0 + n_tiles], m[12 + nu, k, p0:p0 + n_tiles],
+                       m[18 + nu, k, p0:p0 + n_tiles], m[24 + nu, k, p0:p0 + n_tiles],
+                       m[30 + nu, k, p0:p0 + n_tiles], r[0, nu], r[1, nu], r[2, nu], r[3, nu], m.dtype.type(0.0))
+        for u in range(4):  # 2.
+            _a_t_step6(r[u, 0], r[u, 1], r[u, 2], r[u, 3], r[u, 4], r[u, 5], y[u, 0], y[u, 1], y[u, 2], y[u, 3], bk)
+        for row_index in range(hout):  # 3.
+            u, base = row_index % 4, (row_index // 4) * s_row
+            row = out[n, k, row_index]
+            for q in range(4):
+                src = y[u, q, base:base + s_row]
+                for j in range((wout - q + 3) // 4):
+                    row[4 * j + q] = src[j]
+
+
+@njit(cache=True, parallel=True)
+def _output_transform_adjoint_kernel(dout, dm, th, tw):
+    """dM = A dY Aᵀ for the 4×4 block dY = dout[n, k, 4i:4i+4, 4j:4j+4] of every tile (zeros beyond
+    the output, and for the junk tiles), into dm (36, K, N·T_h·S).
+
+    1. dout[n, k] split into its 16 phase planes g[u, q] (tile p's pixel (u, q), zeros elsewhere);
+    2. along the columns: f[u, ν] = (A dY_u)[ν] for each row u, every tile;
+    3. along the rows: dM[ξ, ν] = (A f[:, ν])[ξ], written into dm."""
+    n_batch, k_out, hout, wout = dout.shape
+    s_row = tw + 1
+    n_tiles = th * s_row
+    for task in prange(n_batch * k_out):
+        n, k = task // k_out, task % k_out
+        g = np.zeros((4, 4, n_tiles), dout.dtype)
+        f = np.empty((4, 6, n_tiles), dout.dtype)
+        for row_index in range(hout):  # 1.
+            u, base = row_index % 4, (row_index // 4) * s_row
+            row = dout[n, k, row_index]
+            for q in range(4):
+                dst = g[u, q, base:base + s_row]
+                for j in range((wout - q + 3) // 4):
+                    dst[j] = row[4 * j + q]
+        for u in range(4):  # 2.
+            _a_step6(g[u, 0], g[u, 1], g[u, 2], g[u, 3], f[u, 0], f[u, 1], f[u, 2], f[u, 3], f[u, 4], f[u, 5])
+        p0 = n * n_tiles
+        for nu in range(6):  # 3.
+            _a_step6(f[0, nu], f[1, nu], f[2, nu], f[3, nu],
+                     dm[nu, k, p0:p0 + n_tiles], dm[6 + nu, k, p0:p0 + n_tiles], dm[12 + nu, k, p0:p0 + n_tiles],
+                     dm[18 + nu, k, p0:p0 + n_tiles], dm[24 + nu, k, p0:p0 + n_tiles],
+                     dm[30 + nu, k, p0:p0 + n_tiles])
+
+
+# ---- the forward and the filter gradient ------------------------------------------------------------
+
+
+def _transformed_input(x: np.ndarray, ph: int, pw: int, th: int, tw: int) -> np.ndarray:
+    """V = Bᵀ d B for every tile and channel of x (contiguous): (36, C, N·T_h·S) in a reused buffer."""
+    from minimaskrcnn.nn._conv import _workspace  # scratch reused across calls (no page faults)
+
+    v = _workspace("winograd_v", (36, x.shape[1], x.shape[0] * th * tile_stride(tw)), x.dtype)
+    _input_transform_kernel(x, v, ph, pw, th, tw)
+    return v
+
+
+def winograd43_conv3x3(x: np.ndarray, w: np.ndarray, b, padding) -> np.ndarray:
+    """Stride-1 3×3 cross-correlation by F(4×4, 3×3), as ``conv2d_forward``.
+
+    x (N, C, H, W), w (K, C, 3, 3), b (K,) or None, padding (ph, pw) -> (N, K, H + 2ph − 2, W + 2pw − 2).
+
+    1. U = G g Gᵀ for every filter, (36, K, C);
+    2. V = Bᵀ d B for every 6×6 tile (stride 4) and channel, (36, C, P) with P = N·T_h·S tiles;
+    3. M = U @ V: 36 matrix products (K, C) @ (C, P);
+    4. out = Aᵀ M A + b per tile, cropped to the output."""
+    from minimaskrcnn.nn._conv import _workspace
+
+    n, c, h, wd = x.shape
+    k = w.shape[0]
+    ph, pw = padding
+    hout, wout, th, tw = tile_grid(h, wd, padding)
+    x = np.ascontiguousarray(x)
+    u = filter_transform(w)  # 1.
+    v = _transformed_input(x, ph, pw, th, tw)  # 2.
+    m = _workspace("winograd_m", (36, k, v.shape[2]), x.dtype)
+    np.matmul(u, v, out=m)  # 3.
+    out = np.empty((n, k, hout, wout), x.dtype)
+    _output_transform_kernel(m, b if b is not None else np.empty(0, x.dtype), out, th, tw)  # 4.
+    return out
+
+
+def winograd43_filter_grad(x: np.ndarray, dout: np.ndarray, padding) -> np.ndarray:
+    """dW (K, C, 3, 3) of a stride-1 3×3 convolution by F(4×4, 3×3), for x (N, C, H, W) and dout
+    (N, K, H', W'): each transform's adjoint, as ``_winograd.winograd_filter_grad``.
+
+    1. V = Bᵀ d B for every tile and channel (the forward's input transform, recomputed);
+    2. dM = A dY Aᵀ for every tile and output channel, (36, K, P) (zero for the junk tiles);
+    3. dU = dM @ Vᵀ: 36 matrix products (K, P) @ (P, C);
+    4. dW = Gᵀ dU G for every (k, c)."""
+    from minimaskrcnn.nn._conv import _workspace
+
+    n, c, h, wd = x.shape
+    k = dout.shape[1]
+    ph, pw = padding
+    hout, wout, th, tw = tile_grid(h, wd, padding)
+    v = _transformed_input(np.ascontiguousarray(x), ph, pw, th, tw)  # 1.
+    dm = _workspace("winograd_m", (36, k, v.shape[2]), x.dtype)
+    _output_transform_adjoint_kernel(np.ascontiguousarray(dout), dm, th, tw)  # 2.
+    du = _workspace("winograd_du", (36, k, c), x.dtype)
+    np.matmul(dm, v.transpose(0, 2, 1), out=du)  # 3.
+    dw = np.empty((k, c, 3, 3), x.dtype)
+    _filter_transform_adjoint_kernel(du, dw)  # 4.
+    return dw
+
+
+# ---- the readable references: the formulas, tile by tile --------------------------------------------
+
+
+def _padded_tiles(a: np.ndarray, padding, th: int, tw: int, size: int) -> np.ndarray:
+    """a (N, C, H, W) zero padded by ``padding`` on the top / left and up to (4·Th + size − 4,
+    4·Tw + size − 4) on the bottom / right, in float64."""
+    ph, pw = padding
+    n, c, h, wd = a.shape
+    out = np.zeros((n, c, 4 * th + size - 4, 4 * tw + size - 4))
+    out[:, :, ph:ph + h, pw:pw + wd] = a
+    return out
+
+
+def _winograd43_reference(x: np.ndarray, w: np.ndarray, b, padding) -> np.ndarray:
+    """``winograd43_conv3x3`` as the formula, in loops: every output block Y = Σ_c Aᵀ[(G g Gᵀ) ⊙
+    (Bᵀ d B)]A (+ b), with d the 6×6 tile at (4i, 4j) of the padded input."""
+    n, c, h, wd = x.shape
+    k = w.shape[0]
+    hout, wout, th, tw = tile_grid(h, wd, padding)
+    xp = _padded_tiles(x, padding, th, tw, 6)
+    y = np.zeros((n, k, 4 * th, 4 * tw))
+    for img in range(n):
+        for o in range(k):
+            for ci in range(c):
+                u = G @ w[o, ci] @ G.T
+                for i in range(th):
+                    for j in range(tw):
+                        d = xp[img, ci, 4 * i:4 * i + 6, 4 * j:4 * j + 6]
+                        y[img, o, 4 * i:4 * i + 4, 4 * j:4 * j + 4] += A_T @ (u * (B_T @ d @ B_T.T)) @ A_T.T
+            if b is not None:
+                y[img, o] += b[o]
+    return y[:, :, :hout, :wout].astype(x.dtype)
+
+
+def _winograd43_filter_grad_reference(x: np.ndarray, dout: np.ndarray, padding) -> np.ndarray:
+    """``winograd43_filter_grad`` as the formulas, in loops: dW[k, c] = Gᵀ [Σ_tiles (A dY Aᵀ) ⊙
+    (Bᵀ d B)] G with dY the tile's 4×4 block of dout (zeros past the output's edge)."""
+    n, c, h, wd = x.shape
+    k = dout.shape[1]
+    hout, wout, th, tw = tile_grid(h, wd, padding)
+    xp = _padded_tiles(x, padding, th, tw, 6)
+    dy = np.zeros((n, k, 4 * th, 4 * tw))
+    dy[:, :, :hout, :wout] = dout
+    du = np.zeros((k, c, 6, 6))
+    for img in range(n):
+        for i in range(th):
+            for j in range(tw):
+                for o in range(k):
+                    dm = A_T.T @ dy[img, o, 4 * i:4 * i + 4, 4 * j:4 * j + 4] @ A_T
+                    for ci in range(c):
+                        du[o, ci] += dm * (B_T @ xp[img, ci, 4 * i:4 * i + 6, 4 * j:4 * j + 6] @ B_T.T)
+    return np.einsum("ai,kcab,bj->kcij", G, du, G).astype(x.dtype)
