@@ -16,6 +16,18 @@ if "NUMBA_THREADING_LAYER" not in _os.environ:
     if "numba" in _sys.modules:  # imported before us: set its live config too
         _sys.modules["numba"].config.THREADING_LAYER = "workqueue"
 
+# OpenBLAS's idle worker threads keep polling for new work for 2^28 cycles (about 0.1 s) after each
+# matrix product before they sleep. Our layers run a Numba kernel right after most products (the
+# Winograd transforms, im2col, the next layer), and on 2 cores the polling workers take the cores
+# from Numba's threads: a transform right after a product ran 2x slower than alone, and the shapes
+# training step spent 560 ms of CPU time for 290 ms of wall time. With the workers sleeping after
+# 2^16 cycles (tens of microseconds: still awake between the back-to-back products of one layer)
+# the same step took 230-258 ms (CPU 380-390 ms) on the same machine. OpenBLAS reads this when it
+# loads, i.e. when numpy is first imported: it only takes effect when minimaskrcnn is imported
+# before numpy (the command line always is), and a value the user set is left alone.
+if "OPENBLAS_THREAD_TIMEOUT" not in _os.environ and "numpy" not in _sys.modules:
+    _os.environ["OPENBLAS_THREAD_TIMEOUT"] = "16"
+
 # The public API, imported on first use (PEP 562) so that ``import minimaskrcnn`` stays light and the
 # threading layer above is set before Numba loads:
 #   model = minimaskrcnn.load_model("data/shapes_model.npz")           # our trained checkpoint
