@@ -80,19 +80,18 @@ def auto_method(w_shape, geometry, n_maps: int) -> str:
     1. many small maps (``maps_inner``, the F(2×2) transforms looping over the maps): "winograd" from
        C ≥ 64 on at least 32 maps, or C ≥ 128 on at least 16;
     2. otherwise, with P₄ = N·T_h·(T_w + 1) the tiles of F(4×4, 3×3): "winograd4" for C ≥ 128 and
-       P₄ ≥ 200, C ≥ 64 and P₄ ≥ 500, or C ≥ 32 and P₄ ≥ 2000;
+       P₄ ≥ 200, or C ≥ 32 and P₄ ≥ 500;
     3. otherwise "winograd" (tile rows) for C ≥ 256 on maps at least 16 × 16 (fewer, larger F(2×2)
        tiles: their GEMMs stay wide enough);
     4. "im2col" everywhere else.
 
     Chosen from a sweep of forward + backward times against "im2col" (float32, 2 threads, one layer
-    at a time, the methods alternated; the ratios below are time / im2col's time, lower is better):
-    case 1 took 0.55 (64 RoIs × 256 × 14²), 0.75 (57 × 64 × 14²), 0.80–0.88 (32 × 64–128 × 7–14²,
-    16 × 128 × 8²), and lost 1.1–1.6 on 8–16 maps of 64–128 channels (their loops over the maps are
-    8–16 long); case 2 0.57–0.61 on ResNet-50's 64–256-channel maps of 50 × 76 to 100 × 152, 0.72–0.79
-    on 2–8 maps of 64 × 32² to 64², 0.77–0.91 on 8 × 32 × 64², and lost 1.0–1.2 on 8 × 64 × 16² and
-    8 × 32 × 32²; case 3 0.70–0.77 on 256–512 channels of 25 × 38, where F(4×4)'s 77 tiles gave
-    0.79–0.80; maps of 13 × 19 or smaller lost 1.2–2.5 with either tile.
+    at a time, the methods alternated; the ratios are time / im2col's time, lower is better):
+    case 1 took 0.65 (57 RoIs × 64 × 14²) and 0.74 (16 × 128 × 8²), and lost 1.0–1.2 on 8–16 maps
+    of 64–128 channels (loops over the maps only 8–16 long); case 2 0.54 on ResNet-50's 128 × 50 × 76,
+    0.63–0.70 on 2–8 maps of 64 × 32² to 64², 0.76–0.84 on 8 maps of 32 channels from 32², and lost
+    1.03–1.2 on 8 × 64 × 16² (P₄ = 160); case 3 0.59 and 0.82 on 512 and 256 channels of 25 × 38, where
+    F(4×4)'s 77 tiles gave 0.70 and 0.82; 13 × 19 maps of 256 channels 0.95 and 1.14 (im2col kept).
     ``minimaskrcnn bench conv`` times the two benchmark shapes."""
     if not applies(w_shape, geometry):
         return "im2col"
@@ -102,8 +101,7 @@ def auto_method(w_shape, geometry, n_maps: int) -> str:
         many = (channels >= 64 and n_maps >= 32) or (channels >= 128 and n_maps >= 16)
         return "winograd" if many else "im2col"
     tiles4 = n_maps * -(-hout // 4) * (-(-wout // 4) + 1)  # 2.
-    if (channels >= 128 and tiles4 >= 200) or (channels >= 64 and tiles4 >= 500) or \
-            (channels >= 32 and tiles4 >= 2000):
+    if (channels >= 128 and tiles4 >= 200) or (channels >= 32 and tiles4 >= 500):
         return "winograd4"
     if channels >= 256 and min(hout, wout) >= 16:  # 3.
         return "winograd"
@@ -148,10 +146,11 @@ def filter_transform(w: np.ndarray) -> np.ndarray:
     return u
 
 
-def _filter_transform_reference(w: np.ndarray) -> np.ndarray:
-    """``filter_transform`` as the matrix formula: G g Gᵀ for every (k, c)."""
-    u = np.einsum("ai,kcij,bj->abkc", G, w.astype(np.float64), G)
-    return u.reshape((16,) + w.shape[:2]).astype(w.dtype)
+def _filter_transform_reference(w: np.ndarray, g_matrix: np.ndarray = G) -> np.ndarray:
+    """``filter_transform`` as the matrix formula: G g Gᵀ for every (k, c), (α², K, C) for a G of
+    shape (α, 3) (this module's, or F(4×4, 3×3)'s)."""
+    u = np.einsum("ai,kcij,bj->abkc", g_matrix, w.astype(np.float64), g_matrix)
+    return u.reshape((g_matrix.shape[0] ** 2,) + w.shape[:2]).astype(w.dtype)
 
 
 @njit(cache=True, parallel=True)
@@ -505,26 +504,31 @@ def winograd_filter_grad(x: np.ndarray, dout: np.ndarray, padding) -> np.ndarray
     return dw
 
 
-def _winograd_filter_grad_reference(x: np.ndarray, dout: np.ndarray, padding) -> np.ndarray:
+def _winograd_filter_grad_reference(x: np.ndarray, dout: np.ndarray, padding, a_t: np.ndarray = A_T,
+                                    b_t: np.ndarray = B_T, g_matrix: np.ndarray = G) -> np.ndarray:
     """``winograd_filter_grad`` as the formulas, tile by tile, in loops: dW[k, c] = Gᵀ [Σ_tiles
-    (A dY Aᵀ) ⊙ (Bᵀ d B)] G with dY the tile's 2×2 block of dout (zeros past the output's edge)."""
+    (A dY Aᵀ) ⊙ (Bᵀ d B)] G with dY the tile's m×m block of dout (zeros past the output's edge).
+    The matrices give the tile: F(2×2, 3×3)'s by default, F(4×4, 3×3)'s from ``_winograd43``
+    (m = Aᵀ's rows, tiles of α = m + 2 pixels every m)."""
     n, c, h, wd = x.shape
     k = dout.shape[1]
     ph, pw = padding
-    hout, wout, th, tw = tile_grid(h, wd, padding)
-    xp = np.zeros((n, c, 2 * th + 2, 2 * tw + 2))
+    m, alpha = a_t.shape[0], a_t.shape[1]
+    hout, wout = h + 2 * ph - 2, wd + 2 * pw - 2
+    th, tw = -(-hout // m), -(-wout // m)
+    xp = np.zeros((n, c, m * th + 2, m * tw + 2))
     xp[:, :, ph:ph + h, pw:pw + wd] = x
-    dy = np.zeros((n, k, 2 * th, 2 * tw))
+    dy = np.zeros((n, k, m * th, m * tw))
     dy[:, :, :hout, :wout] = dout
-    du = np.zeros((k, c, 4, 4))
+    du = np.zeros((k, c, alpha, alpha))
     for img in range(n):
         for i in range(th):
             for j in range(tw):
                 for o in range(k):
-                    dm = A_T.T @ dy[img, o, 2 * i:2 * i + 2, 2 * j:2 * j + 2] @ A_T
+                    dm = a_t.T @ dy[img, o, m * i:m * i + m, m * j:m * j + m] @ a_t
                     for ci in range(c):
-                        du[o, ci] += dm * (B_T @ xp[img, ci, 2 * i:2 * i + 4, 2 * j:2 * j + 4] @ B_T.T)
-    return np.einsum("ai,kcab,bj->kcij", G, du, G).astype(x.dtype)
+                        du[o, ci] += dm * (b_t @ xp[img, ci, m * i:m * i + alpha, m * j:m * j + alpha] @ b_t.T)
+    return np.einsum("ai,kcab,bj->kcij", g_matrix, du, g_matrix).astype(x.dtype)
 
 
 def winograd_conv3x3_numpy(x: np.ndarray, w: np.ndarray, b, padding) -> np.ndarray:

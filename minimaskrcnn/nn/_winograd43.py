@@ -41,6 +41,7 @@ import numpy as np
 from numba import njit, prange
 
 from minimaskrcnn.nn import _conv_kernels  # noqa: F401  (sets Numba's threading layer first)
+from minimaskrcnn.nn import _winograd
 
 B_T = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
                 [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=np.float64)
@@ -105,8 +106,7 @@ def filter_transform(w: np.ndarray) -> np.ndarray:
 
 def _filter_transform_reference(w: np.ndarray) -> np.ndarray:
     """``filter_transform`` as the matrix formula: G g Gᵀ for every (k, c)."""
-    u = np.einsum("ai,kcij,bj->abkc", G, w.astype(np.float64), G)
-    return u.reshape((36,) + w.shape[:2]).astype(w.dtype)
+    return _winograd._filter_transform_reference(w, G)
 
 
 @njit(cache=True, parallel=True)
@@ -403,18 +403,4 @@ def _winograd43_reference(x: np.ndarray, w: np.ndarray, b, padding) -> np.ndarra
 def _winograd43_filter_grad_reference(x: np.ndarray, dout: np.ndarray, padding) -> np.ndarray:
     """``winograd43_filter_grad`` as the formulas, in loops: dW[k, c] = Gᵀ [Σ_tiles (A dY Aᵀ) ⊙
     (Bᵀ d B)] G with dY the tile's 4×4 block of dout (zeros past the output's edge)."""
-    n, c, h, wd = x.shape
-    k = dout.shape[1]
-    hout, wout, th, tw = tile_grid(h, wd, padding)
-    xp = _padded_tiles(x, padding, th, tw, 6)
-    dy = np.zeros((n, k, 4 * th, 4 * tw))
-    dy[:, :, :hout, :wout] = dout
-    du = np.zeros((k, c, 6, 6))
-    for img in range(n):
-        for i in range(th):
-            for j in range(tw):
-                for o in range(k):
-                    dm = A_T.T @ dy[img, o, 4 * i:4 * i + 4, 4 * j:4 * j + 4] @ A_T
-                    for ci in range(c):
-                        du[o, ci] += dm * (B_T @ xp[img, ci, 4 * i:4 * i + 6, 4 * j:4 * j + 6] @ B_T.T)
-    return np.einsum("ai,kcab,bj->kcij", G, du, G).astype(x.dtype)
+    return _winograd._winograd_filter_grad_reference(x, dout, padding, A_T, B_T, G)
