@@ -164,7 +164,8 @@ def conv2d_backward(dout, cache, *, need_dx: bool = True, need_dw: bool = True):
         conv3x3, filter_grad = _winograd_tier(method)
         # stride 1: dx is the convolution of dout, padded by 2 − pad, with the flipped filters with
         # their channel axes swapped (as the im2col shortcut below) -- again a stride-1 3×3 one.
-        dx = conv3x3(np.ascontiguousarray(dout), _flipped_filters(w), None, (2 - geometry[2], 2 - geometry[3]))
+        dx = conv3x3(np.ascontiguousarray(dout), _flipped_filters(w), None,
+                     (2 - geometry[2], 2 - geometry[3]))
         dw = filter_grad(x, dout, geometry[2:4]) if need_dw else None
         return dx, dw, db
     dx, dw = _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=method != "col2im",

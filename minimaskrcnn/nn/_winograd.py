@@ -527,7 +527,8 @@ def _winograd_filter_grad_reference(x: np.ndarray, dout: np.ndarray, padding, a_
                 for o in range(k):
                     dm = a_t.T @ dy[img, o, m * i:m * i + m, m * j:m * j + m] @ a_t
                     for ci in range(c):
-                        du[o, ci] += dm * (b_t @ xp[img, ci, m * i:m * i + alpha, m * j:m * j + alpha] @ b_t.T)
+                        d = xp[img, ci, m * i:m * i + alpha, m * j:m * j + alpha]
+                        du[o, ci] += dm * (b_t @ d @ b_t.T)
     return np.einsum("ai,kcab,bj->kcij", g_matrix, du, g_matrix).astype(x.dtype)
 
 

@@ -40,8 +40,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from minimaskrcnn.nn import _conv_kernels  # noqa: F401  (sets Numba's threading layer first)
-from minimaskrcnn.nn import _winograd
+from minimaskrcnn.nn import (
+    _conv_kernels,  # noqa: F401  (sets Numba's threading layer first)
+    _winograd,
+)
 
 B_T = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
                 [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=np.float64)
@@ -230,15 +232,16 @@ def _input_transform_kernel(x, v, ph, pw, th, tw):
         span = n_tiles + s_row
         for r in range(4):  # 2. tile p's column t is plane (r, t mod 4) at p + t div 4
             q = planes[r]
-            _b_t_step6(q[0, :span], q[1, :span], q[2, :span], q[3, :span], q[0, 1:span + 1], q[1, 1:span + 1],
+            _b_t_step6(q[0, :span], q[1, :span], q[2, :span], q[3, :span],
+                       q[0, 1:span + 1], q[1, 1:span + 1],
                        e[r, 0], e[r, 1], e[r, 2], e[r, 3], e[r, 4], e[r, 5])
         p0 = n * n_tiles
         for nu in range(6):  # 3.
             _b_t_step6(e[0, nu, :n_tiles], e[1, nu, :n_tiles], e[2, nu, :n_tiles], e[3, nu, :n_tiles],
                        e[0, nu, s_row:], e[1, nu, s_row:],
-                       v[nu, c, p0:p0 + n_tiles], v[6 + nu, c, p0:p0 + n_tiles], v[12 + nu, c, p0:p0 + n_tiles],
-                       v[18 + nu, c, p0:p0 + n_tiles], v[24 + nu, c, p0:p0 + n_tiles],
-                       v[30 + nu, c, p0:p0 + n_tiles])
+                       v[nu, c, p0:p0 + n_tiles], v[6 + nu, c, p0:p0 + n_tiles],
+                       v[12 + nu, c, p0:p0 + n_tiles], v[18 + nu, c, p0:p0 + n_tiles],
+                       v[24 + nu, c, p0:p0 + n_tiles], v[30 + nu, c, p0:p0 + n_tiles])
 
 
 @njit(cache=True, parallel=True)
@@ -259,11 +262,13 @@ def _output_transform_kernel(m, bias, out, th, tw):
         bk = m.dtype.type(bias[k] if bias.size else 0.0)  # in m's dtype (no float64 promotion)
         p0 = n * n_tiles
         for nu in range(6):  # 1.
-            _a_t_step6(m[nu, k, p0:p0 + n_tiles], m[6 + nu, k, p0:p0 + n_tiles], m[12 + nu, k, p0:p0 + n_tiles],
-                       m[18 + nu, k, p0:p0 + n_tiles], m[24 + nu, k, p0:p0 + n_tiles],
-                       m[30 + nu, k, p0:p0 + n_tiles], r[0, nu], r[1, nu], r[2, nu], r[3, nu], m.dtype.type(0.0))
+            _a_t_step6(m[nu, k, p0:p0 + n_tiles], m[6 + nu, k, p0:p0 + n_tiles],
+                       m[12 + nu, k, p0:p0 + n_tiles], m[18 + nu, k, p0:p0 + n_tiles],
+                       m[24 + nu, k, p0:p0 + n_tiles], m[30 + nu, k, p0:p0 + n_tiles],
+                       r[0, nu], r[1, nu], r[2, nu], r[3, nu], m.dtype.type(0.0))
         for u in range(4):  # 2.
-            _a_t_step6(r[u, 0], r[u, 1], r[u, 2], r[u, 3], r[u, 4], r[u, 5], y[u, 0], y[u, 1], y[u, 2], y[u, 3], bk)
+            _a_t_step6(r[u, 0], r[u, 1], r[u, 2], r[u, 3], r[u, 4], r[u, 5],
+                       y[u, 0], y[u, 1], y[u, 2], y[u, 3], bk)
         for row_index in range(hout):  # 3.
             u, base = row_index % 4, (row_index // 4) * s_row
             row = out[n, k, row_index]
@@ -296,13 +301,14 @@ def _output_transform_adjoint_kernel(dout, dm, th, tw):
                 for j in range((wout - q + 3) // 4):
                     dst[j] = row[4 * j + q]
         for u in range(4):  # 2.
-            _a_step6(g[u, 0], g[u, 1], g[u, 2], g[u, 3], f[u, 0], f[u, 1], f[u, 2], f[u, 3], f[u, 4], f[u, 5])
+            _a_step6(g[u, 0], g[u, 1], g[u, 2], g[u, 3],
+                     f[u, 0], f[u, 1], f[u, 2], f[u, 3], f[u, 4], f[u, 5])
         p0 = n * n_tiles
         for nu in range(6):  # 3.
             _a_step6(f[0, nu], f[1, nu], f[2, nu], f[3, nu],
-                     dm[nu, k, p0:p0 + n_tiles], dm[6 + nu, k, p0:p0 + n_tiles], dm[12 + nu, k, p0:p0 + n_tiles],
-                     dm[18 + nu, k, p0:p0 + n_tiles], dm[24 + nu, k, p0:p0 + n_tiles],
-                     dm[30 + nu, k, p0:p0 + n_tiles])
+                     dm[nu, k, p0:p0 + n_tiles], dm[6 + nu, k, p0:p0 + n_tiles],
+                     dm[12 + nu, k, p0:p0 + n_tiles], dm[18 + nu, k, p0:p0 + n_tiles],
+                     dm[24 + nu, k, p0:p0 + n_tiles], dm[30 + nu, k, p0:p0 + n_tiles])
 
 
 # ---- the forward and the filter gradient ------------------------------------------------------------
