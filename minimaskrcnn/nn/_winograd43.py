@@ -30,9 +30,11 @@ gradient: a stride-1 3×3 convolution of dout with the flipped filters), ``winog
 the filter gradient (dM = A dY Aᵀ, dU = dM Vᵀ, dW = Gᵀ dU G). The readable version beside the Numba
 kernels: ``_winograd43_reference`` and ``_winograd43_filter_grad_reference``, the formulas tile by tile.
 
-The kernels work one tile row at a time with every loop running over the row's tiles: the input
-rows are first split into their four column phases (ph_r[j] = row[4j + r]), so tile j reads
-ph_0[j], ph_1[j], ph_2[j], ph_3[j], ph_0[j + 1], ph_1[j + 1] — unit strides, which vectorize.
+The transform kernels work on all tiles of a map at once, every step one unit-stride loop over them
+(which vectorizes): the map is split into its 16 phase planes (row and column positions mod 4), and
+each tile row carries one junk tile so that moving a tile's window by a tile row or column is moving
+an index (see the comment above the transforms). The transform constants are cast to the data's
+dtype: a float32 loop multiplying by the literal 4.0 computes in float64, at half the vector width.
 """
 
 from __future__ import annotations
