@@ -128,7 +128,8 @@ def bench_conv(threads: int, repeat: int) -> None:
         # forward, dx and dW each multiply-add N·C_out·C_in·9·H·W times (direct convolution's count)
         achieved.append((name, 3 * 2 * n * c_out * c * 9 * h * w, wall))
     # The limit: numpy's sgemm with the same BLAS and threads (see ``bench roofline``). Winograd
-    # multiplies 2.25× less than the count, so its rate is an effective one.
+    # multiplies 2.25× (F(2×2, 3×3)) or 4× (F(4×4, 3×3)) less than the count, so its rate is an
+    # effective one.
     peak = max(rate for _, rate in _sgemm_rates(repeat))
     print(f"achieved GFLOP/s (direct convolution's count) against this machine's sgemm rate, "
           f"{peak:.1f} GFLOP/s:")

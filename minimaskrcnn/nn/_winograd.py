@@ -115,12 +115,13 @@ def maps_inner(n_maps: int, tw: int) -> bool:
     return tw <= 8 and n_maps >= 8
 
 
-def tile_grid(h: int, w: int, padding) -> tuple[int, int, int, int]:
+def tile_grid(h: int, w: int, padding, block: int = 2) -> tuple[int, int, int, int]:
     """Output size and tile counts of a stride-1 3×3 convolution of an h × w map with ``padding``:
-    (H', W', T_h, T_w) with H' = h + 2·ph − 2 and T_h = ceil(H' / 2) 2×2 output blocks (W likewise)."""
+    (H', W', T_h, T_w) with H' = h + 2·ph − 2 and T_h = ceil(H' / m) m×m output blocks (W likewise),
+    m = ``block`` (2 here, 4 for F(4×4, 3×3))."""
     ph, pw = padding
     hout, wout = h + 2 * ph - 2, w + 2 * pw - 2
-    return hout, wout, -(-hout // 2), -(-wout // 2)
+    return hout, wout, -(-hout // block), -(-wout // block)
 
 
 def _input_transform(tiles: np.ndarray) -> np.ndarray:
@@ -514,8 +515,7 @@ def _winograd_filter_grad_reference(x: np.ndarray, dout: np.ndarray, padding, a_
     k = dout.shape[1]
     ph, pw = padding
     m, alpha = a_t.shape[0], a_t.shape[1]
-    hout, wout = h + 2 * ph - 2, wd + 2 * pw - 2
-    th, tw = -(-hout // m), -(-wout // m)
+    hout, wout, th, tw = tile_grid(h, wd, padding, m)
     xp = np.zeros((n, c, m * th + 2, m * tw + 2))
     xp[:, :, ph:ph + h, pw:pw + wd] = x
     dy = np.zeros((n, k, m * th, m * tw))

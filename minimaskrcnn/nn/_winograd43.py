@@ -57,9 +57,7 @@ A_T = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0
 
 def tile_grid(h: int, w: int, padding) -> tuple[int, int, int, int]:
     """(H', W', T_h, T_w) of a stride-1 3×3 convolution of an h × w map: T_h = ceil(H' / 4) blocks."""
-    ph, pw = padding
-    hout, wout = h + 2 * ph - 2, w + 2 * pw - 2
-    return hout, wout, -(-hout // 4), -(-wout // 4)
+    return _winograd.tile_grid(h, w, padding, 4)
 
 
 # ---- the filter transform and its adjoint ------------------------------------------------------------
