@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from minimaskrcnn.nn import _conv_kernels  # noqa: F401  (starts Numba's thread pool first)
+
 
 @njit(cache=True, parallel=True)
 def group_norm_forward(x, num_groups, gamma, beta, eps, out):
