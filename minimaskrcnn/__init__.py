@@ -28,6 +28,36 @@ if "NUMBA_THREADING_LAYER" not in _os.environ and "NUMBA_THREADING_LAYER_PRIORIT
 if "OPENBLAS_THREAD_TIMEOUT" not in _os.environ and "numpy" not in _sys.modules:
     _os.environ["OPENBLAS_THREAD_TIMEOUT"] = "16"
 
+# glibc hands every allocation above 128 KiB (raised up to 32 MiB after frees) out as a fresh mmap and
+# unmaps it when freed, so a training step's activations, gradients and transformed operands, all
+# allocated anew each step, arrive as untouched pages: the shapes training step took 7,000 page
+# faults (28 MB zeroed by the kernel) every step. Served from the heap and kept there when freed,
+# the next step reuses the same memory: no faults, and the step took 227-245 ms instead of 270-313
+# (best of 6 steps, same machine, alternated runs). The price: freed memory is kept for reuse (up to
+# 1 GiB) rather than returned to the system. Set only on glibc, only when the process has not set
+# glibc's own MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_; torch, when loaded in the same
+# process, uses the same malloc.
+_MALLOC_KEEP = 1 << 30
+
+
+def _keep_freed_memory() -> None:
+    if _sys.platform != "linux" or any(k in _os.environ for k in ("MALLOC_MMAP_THRESHOLD_",
+                                                                   "MALLOC_TRIM_THRESHOLD_")):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    mallopt(m_mmap_threshold, _MALLOC_KEEP)
+    mallopt(m_trim_threshold, _MALLOC_KEEP)
+
+
+_keep_freed_memory()
+
 # The public API, imported on first use (PEP 562) so that ``import minimaskrcnn`` stays light and the
 # threading layer above is set before Numba loads:
 #   model = minimaskrcnn.load_model("data/shapes_model.npz")           # our trained checkpoint

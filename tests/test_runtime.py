@@ -1,0 +1,58 @@
+"""The process-wide settings ``import minimaskrcnn`` makes (see ``minimaskrcnn/__init__`` and
+``nn/_conv_kernels``), each checked in a fresh interpreter: they act when libraries load."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+PROBE = """
+import json, os, sys
+import minimaskrcnn
+from minimaskrcnn.nn import _conv_kernels
+import numba, numpy as np
+report = {"layer": numba.threading_layer(), "spin_env": os.environ.get("GOMP_SPINCOUNT")}
+import ctypes
+class MallInfo2(ctypes.Structure):  # glibc >= 2.33
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                     "usmblks", "fsmblks", "uordblks", "fordblks",
+                                                     "keepcost")]
+mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+mallinfo2.restype = MallInfo2
+a = np.ones(64 << 18, np.float32)  # 64 MiB, far above glibc's default mmap threshold
+report["mmapped_bytes"] = mallinfo2().hblkhd  # memory handed out as separate mmaps (unmapped on free)
+print(json.dumps(report))
+"""
+
+
+def _probe(**env_overrides) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY", "GOMP_SPINCOUNT",
+                        "OMP_WAIT_POLICY", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")}
+    env.update(env_overrides)
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and GNU OpenMP settings")
+def test_import_picks_a_fast_threading_layer_and_reuses_freed_memory():
+    report = _probe()
+    # OpenMP where libgomp is installed, else workqueue; never TBB first, never the spin count left
+    # in the environment (another OpenMP runtime loaded later must keep its defaults)
+    assert report["layer"] in ("omp", "workqueue")
+    assert report["spin_env"] is None
+    # a 64 MiB array comes from the heap (kept for reuse when freed), not from its own mmap
+    assert report["mmapped_bytes"] < (64 << 20), report
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and GNU OpenMP settings")
+def test_the_users_own_settings_are_left_alone():
+    report = _probe(NUMBA_THREADING_LAYER="workqueue", MALLOC_MMAP_THRESHOLD_="131072",
+                    GOMP_SPINCOUNT="5")
+    assert report["layer"] == "workqueue"
+    assert report["spin_env"] == "5"
+    assert report["mmapped_bytes"] >= (64 << 20), report  # glibc's own behaviour: its own mmap
