@@ -11,9 +11,9 @@ Convolution comes in interchangeable methods, tested equal to each other and to 
   convolution (of dout with the flipped filters), computed with im2col + GEMM instead of GEMM +
   col2im: the same arithmetic, but a copy is cheaper than a scatter-add.
 * ``method="winograd"`` — stride-1 3×3 convolutions by Winograd's F(2×2, 3×3) (``_winograd``: 16
-  multiplications per 2×2 output block instead of 36): the forward, the input gradient (itself such a
-  convolution) and the filter gradient (the transforms' adjoints); every other kernel shape, stride or
-  dilation as "im2col".
+  multiplications per 2×2 output block instead of 36): the forward, and both gradients by the
+  transforms' adjoints, sharing one transform of dout; every other kernel shape, stride or dilation
+  as "im2col".
 * ``method="winograd4"`` — the same with F(4×4, 3×3) (``_winograd43``: 36 multiplications per 4×4
   block instead of 144, and transformed operands 2.25 times the maps instead of 4 times).
 * ``method="auto"`` (default) — whichever of these pays off (``_winograd.auto_method``): F(2×2, 3×3)
@@ -48,11 +48,12 @@ _WINOGRAD = ("winograd", "winograd4")
 
 
 def _winograd_tier(method: str):
-    """(the forward / input gradient, the filter gradient) of a Winograd method: F(2×2, 3×3) for
-    "winograd", F(4×4, 3×3) for "winograd4"."""
+    """(forward, backward) of a Winograd method: F(2×2, 3×3) for "winograd", F(4×4, 3×3) for
+    "winograd4"; ``forward(x, w, b, padding, keep_v)`` -> (out, v or None),
+    ``backward(x, dout, w, padding, v, need_dx, need_dw)`` -> (dx, dW)."""
     if method == "winograd4":
-        return _winograd43.winograd43_conv3x3, _winograd43.winograd43_filter_grad
-    return _winograd.winograd_conv3x3, _winograd.winograd_filter_grad
+        return _winograd43.winograd43_forward, _winograd43.winograd43_backward
+    return _winograd.winograd_forward, _winograd.winograd_backward
 
 
 def _workspace(slot: str, shape: tuple, dtype) -> np.ndarray:
@@ -85,7 +86,8 @@ def _check_method(method: str) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, *, method: str = "auto"):
+def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, *, method: str = "auto",
+                   keep_transform: bool = True):
     """2-D cross-correlation, as ``torch.nn.functional.conv2d`` (groups = 1).
 
     Inputs
@@ -96,12 +98,16 @@ def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, *, method: str = "a
     - method: "auto" (default: a Winograd tier where one pays off, else "im2col"), "im2col", "col2im"
       (textbook im2col/col2im), "naive" (loops), "winograd" or "winograd4" (F(2×2, 3×3) or F(4×4, 3×3)
       for stride-1 3×3 filters, "im2col" otherwise); see the module docstring.
+    - keep_transform: a Winograd method keeps its transformed input V in the cache (up to
+      ``_winograd.KEEP_V_BYTES``), so that the backward need not recompute it; False when no backward
+      will follow (``Module.no_grad``), where V's scratch buffer is reused instead.
 
     Output
     - out: (N, C_out, H', W') with H' = 1 + (H + 2·pad_h − dil_h·(kH − 1) − 1) // stride_h, same for W';
       out[n, o, y, x] = b[o] + Σ_{c,i,j} w[o, c, i, j] · x_pad[n, c, y·s_h + i·d_h, x·s_w + j·d_w].
     - cache: what ``conv2d_backward`` needs (x and w are kept, not the column matrix: backward
-      rebuilds it, which costs one copy but keeps a network's memory at one activation per layer).
+      rebuilds it, which costs one copy but keeps a network's memory at one activation per layer;
+      a Winograd method's V, 2.25–4 times x, only where it is small, see ``keep_transform``).
     """
     _check_method(method)
     x = float_array(x, "x", ndim=4)
@@ -125,13 +131,14 @@ def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, *, method: str = "a
     geometry = (sh, sw, ph, pw, dh, dw, hout, wout)
     if method == "auto":  # resolved here, so that the backward uses the forward's choice
         method = _winograd.auto_method(w.shape, geometry, x.shape[0])
+    v = None
     if method == "naive":
         out = _conv2d_naive_forward(x, w, b, geometry)
     elif method in _WINOGRAD and _winograd.applies(w.shape, geometry):
-        out = _winograd_tier(method)[0](x, w, b, (ph, pw))
+        out, v = _winograd_tier(method)[0](x, w, b, (ph, pw), keep_transform)
     else:
         out = _conv2d_im2col_forward(x, w, b, geometry, shortcuts=method != "col2im")
-    return out, (x, w, b is not None, geometry, method)
+    return out, (x, w, b is not None, geometry, v, method)
 
 
 def conv2d_backward(dout, cache, *, need_dx: bool = True, need_dw: bool = True):
@@ -149,7 +156,7 @@ def conv2d_backward(dout, cache, *, need_dx: bool = True, need_dw: bool = True):
     matrix, out = W·cols gives dW = dout·colsᵀ, dcols = Wᵀ·dout, and dx = col2im(dcols), which adds
     every column entry back into the pixel it was copied from.
     """
-    x, w, has_bias, geometry, method = cache
+    x, w, has_bias, geometry, v, method = cache
     n_batch, c_out, hout, wout = x.shape[0], w.shape[0], geometry[6], geometry[7]
     dout = float_array(dout, "dout", ndim=4)
     _same_dtype(dout, "dout", x)
@@ -159,14 +166,8 @@ def conv2d_backward(dout, cache, *, need_dx: bool = True, need_dw: bool = True):
     if method == "naive":  # the reference computes both; the flags only drop what is not wanted
         dx, dw = _conv2d_naive_backward(dout, x, w, geometry)
         return (dx if need_dx else None), (dw if need_dw else None), db
-    if method in _WINOGRAD and _winograd.applies(w.shape, geometry) and need_dx \
-            and max(geometry[2], geometry[3]) <= 2:
-        conv3x3, filter_grad = _winograd_tier(method)
-        # stride 1: dx is the convolution of dout, padded by 2 − pad, with the flipped filters with
-        # their channel axes swapped (as the im2col shortcut below) -- again a stride-1 3×3 one.
-        dx = conv3x3(np.ascontiguousarray(dout), _flipped_filters(w), None,
-                     (2 - geometry[2], 2 - geometry[3]))
-        dw = filter_grad(x, dout, geometry[2:4]) if need_dw else None
+    if method in _WINOGRAD and _winograd.applies(w.shape, geometry):
+        dx, dw = _winograd_tier(method)[1](x, dout, w, geometry[2:4], v, need_dx, need_dw)
         return dx, dw, db
     dx, dw = _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=method != "col2im",
                                      need_dx=need_dx, need_dw=need_dw)

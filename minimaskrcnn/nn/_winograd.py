@@ -29,11 +29,10 @@ and the input and output transforms are additions (Bᵀ and Aᵀ hold only 0 and
 transforms' memory traffic, and a little precision: the transformed values are sums of up to 16
 inputs, so float32 results differ from a direct convolution by a few units in the last place more.
 
-``winograd_conv3x3(x, w, b, padding)`` is the forward pass (Numba transforms around 16 BLAS products);
-the input gradient of a stride-1 3×3 convolution is itself one (of dout with the flipped, transposed
-filters; see ``_conv``), so the same function serves the backward pass's dx. The readable versions
-beside it: ``winograd_conv3x3_numpy`` (the same steps with NumPy array operations) and
-``_winograd_reference`` (the formula above, tile by tile, in loops).
+``winograd_forward(x, w, b, padding)`` is the forward pass (Numba transforms around 16 BLAS products;
+``winograd_conv3x3`` its output alone). The readable versions beside it: ``winograd_conv3x3_numpy``
+(the same steps with NumPy array operations) and ``_winograd_reference`` (the formula above, tile by
+tile, in loops).
 
 Speed: the products shrink 2.25×, but the input and output transforms stream the 16-fold operands V
 and M through memory. The Numba transforms work a tile row at a time, every loop running over the row's
@@ -45,8 +44,11 @@ pixel-major buffer. ``auto_method`` is where conv2d's default method ("auto") ta
 F(4×4, 3×3) (``_winograd43``), whose larger tiles need less memory traffic and fewer products per
 output on wide maps.
 
-The filter gradient is Winograd's too (``winograd_filter_grad``): with dM = A dY Aᵀ per tile (the
-output transform's adjoint), dU = Σ_tiles dM ⊙ V is again 16 matrix products, and dW = Gᵀ dU G.
+The backward (``winograd_backward``) runs each step's adjoint in reverse: dM = A dY Aᵀ per tile (the
+output transform's adjoint), then for the input gradient dV = Uᵀ dM (16 matrix products) and
+dx = Σ_tiles B dV Bᵀ (the input transform's adjoint: the tiles' windows overlap, so their
+contributions add), and for the filter gradient dU = Σ_tiles dM ⊙ V (again 16 matrix products, with
+V kept from the forward where it is small enough) and dW = Gᵀ dU G.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from minimaskrcnn.nn import _conv_kernels  # noqa: F401  (sets Numba's threading layer first)
+from minimaskrcnn.nn import _conv_kernels  # noqa: F401  (starts Numba's thread pool first)
 
 B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
@@ -215,6 +217,33 @@ def _a_step(a, b, d0, d1, d2, d3):
 
 
 @njit(cache=True, inline="always")
+def _b_step(v0, v1, v2, v3, o0, o1, o2, o3):
+    """B along one axis (the adjoint of Bᵀ): (o0, o1, o2, o3) = (v0, v1 − v2 + v3, v1 + v2 − v0, −v3)."""
+    for q in range(o0.shape[0]):
+        o0[q] = v0[q]
+    for q in range(o0.shape[0]):
+        o1[q] = v1[q] - v2[q] + v3[q]
+    for q in range(o0.shape[0]):
+        o2[q] = v1[q] + v2[q] - v0[q]
+    for q in range(o0.shape[0]):
+        o3[q] = -v3[q]
+
+
+@njit(cache=True, inline="always")
+def _b_step_add(v0, v1, v2, v3, o0, o1, o2, o3):
+    """``_b_step`` added into (o0, o1, o2, o3): the windows of neighbouring tiles overlap, so their
+    contributions to a pixel sum. One loop per output, so o0 and o2 may be overlapping views."""
+    for q in range(o0.shape[0]):
+        o0[q] += v0[q]
+    for q in range(o0.shape[0]):
+        o1[q] += v1[q] - v2[q] + v3[q]
+    for q in range(o0.shape[0]):
+        o2[q] += v1[q] + v2[q] - v0[q]
+    for q in range(o0.shape[0]):
+        o3[q] -= v3[q]
+
+
+@njit(cache=True, inline="always")
 def _padded_row_halves(x, n, c, yy, pw, ev, od):
     """Row yy of x[n, c] with pw zeros on the left and zeros to the end, split into its even and odd
     columns: ev[j] = x_pad[yy, 2j], od[j] = x_pad[yy, 2j + 1] (a row outside x is all zeros). Tile j
@@ -329,6 +358,37 @@ def _output_transform_adjoint_kernel(dout, dm, th, tw):
                         dm[8 + nu, k, p0:p0 + tw], dm[12 + nu, k, p0:p0 + tw])
 
 
+@njit(cache=True, parallel=True)
+def _input_transform_adjoint_kernel(dv, dx, ph, pw, th, tw):
+    """The adjoint of ``_input_transform_kernel``, for the input gradient: dx[n, c] is the sum over
+    tiles of B dV Bᵀ (4×4) placed at the tile's window (2i − ph, 2j − pw), the padding's share dropped;
+    dv (16, C, N·Th·Tw), tiles ordered (n, i, j). One task per (n, c), a tile row at a time:
+
+    1. B along the rows: g[u, ν] = dV[0, ν], dV[1, ν] − dV[2, ν] + dV[3, ν], dV[1, ν] + dV[2, ν] −
+       dV[0, ν], −dV[3, ν], every loop over the row's Tw tiles;
+    2. B along the columns, added into the padded map held as its even and odd columns (tile j
+       covers ev[j], od[j], ev[j + 1], od[j + 1]; neighbouring windows overlap, so they sum);
+    3. the map, less the padding, interleaved into dx[n, c]."""
+    n_batch, c_in, height, width = dx.shape
+    for task in prange(n_batch * c_in):
+        n, c = task // c_in, task % c_in
+        ev = np.zeros((2 * th + 2, tw + 1), dv.dtype)
+        od = np.zeros((2 * th + 2, tw + 1), dv.dtype)
+        g = np.empty((4, 4, tw), dv.dtype)
+        for i in range(th):
+            p0 = (n * th + i) * tw
+            for nu in range(4):  # 1.
+                _b_step(dv[nu, c, p0:p0 + tw], dv[4 + nu, c, p0:p0 + tw], dv[8 + nu, c, p0:p0 + tw],
+                        dv[12 + nu, c, p0:p0 + tw], g[0, nu], g[1, nu], g[2, nu], g[3, nu])
+            for u in range(4):  # 2.
+                a, b = ev[2 * i + u], od[2 * i + u]
+                _b_step_add(g[u, 0], g[u, 1], g[u, 2], g[u, 3], a[:tw], b[:tw], a[1:], b[1:])
+        for y in range(height):  # 3.
+            for col in range(width):
+                q = col + pw
+                dx[n, c, y, col] = ev[y + ph, q // 2] if q % 2 == 0 else od[y + ph, q // 2]
+
+
 # ---- the same three transforms with the tiles ordered (i, j, n): for many small maps ----------------
 #
 # A 14×14 RoI has tile rows of 7 tiles: too short for the loops above to fill a vector register.
@@ -424,6 +484,36 @@ def _output_transform_adjoint_maps_inner_kernel(dout, dm, th, tw):
 
 
 @njit(cache=True, parallel=True)
+def _input_transform_adjoint_maps_inner_kernel(dv, dx, ph, pw, th, tw):
+    """``_input_transform_adjoint_kernel`` for dv (16, C, P) with the tiles ordered (i, j, n). One task
+    per input channel c:
+
+    1. B along the rows of each tile's dV, every loop over the N maps;
+    2. B along the columns, added into a zero (2·Th + 2, 2·Tw + 2, N) buffer at the tile's 4×4 window
+       (windows overlap by two pixels, so they sum);
+    3. the buffer, less the padding, copied into dx[:, c]."""
+    n_batch, c_in, height, width = dx.shape
+    for c in prange(c_in):
+        buf = np.zeros((2 * th + 2, 2 * tw + 2, n_batch), dv.dtype)
+        g = np.empty((4, 4, n_batch), dv.dtype)
+        for i in range(th):
+            for j in range(tw):
+                p0 = (i * tw + j) * n_batch
+                for nu in range(4):  # 1.
+                    _b_step(dv[nu, c, p0:p0 + n_batch], dv[4 + nu, c, p0:p0 + n_batch],
+                            dv[8 + nu, c, p0:p0 + n_batch], dv[12 + nu, c, p0:p0 + n_batch],
+                            g[0, nu], g[1, nu], g[2, nu], g[3, nu])
+                for u in range(4):  # 2.
+                    rows = buf[2 * i + u]
+                    _b_step_add(g[u, 0], g[u, 1], g[u, 2], g[u, 3],
+                                rows[2 * j], rows[2 * j + 1], rows[2 * j + 2], rows[2 * j + 3])
+        for n in range(n_batch):  # 3.
+            for y in range(height):
+                for col in range(width):
+                    dx[n, c, y, col] = buf[y + ph, col + pw, n]
+
+
+@njit(cache=True, parallel=True)
 def _filter_transform_adjoint_kernel(du, dw):
     """dg = Gᵀ dU G for every (k, c): du (16, K, C) → dw (K, C, 3, 3), the adjoint of U = G g Gᵀ.
     Gᵀ's rows are (1, ½, ½, 0), (0, ½, −½, 0), (0, ½, ½, 1)."""
@@ -443,21 +533,34 @@ def _filter_transform_adjoint_kernel(du, dw):
                 dw[k, c, a, 2] = 0.5 * (u1 + u2) + u3
 
 
-def _transformed_input(x: np.ndarray, ph: int, pw: int, th: int, tw: int, inner: bool) -> np.ndarray:
-    """V = Bᵀ d B for every tile and channel of x (contiguous), (16, C, N·Th·Tw) in a reused scratch
-    buffer, with the tiles in the order ``inner`` says (``maps_inner``)."""
+# V is 4× the input maps; the forward keeps it for the backward's filter gradient (instead of
+# recomputing it there) when it is at most this large: a shapes mask head's 57 RoIs × 64 channels give
+# 11 MB per layer; a ResNet-50 mask head's 256 channels on 128 RoIs would give 103 MB per layer, which
+# the backward recomputes rather than holding four of them through the step.
+KEEP_V_BYTES = 32 << 20
+
+
+def _transformed_input(x: np.ndarray, ph: int, pw: int, th: int, tw: int, inner: bool,
+                       keep: bool = False) -> np.ndarray:
+    """V = Bᵀ d B for every tile and channel of x (contiguous), (16, C, N·Th·Tw), with the tiles in
+    the order ``inner`` says (``maps_inner``): a fresh array if ``keep``, else a reused scratch buffer
+    (no page faults; overwritten by the next call)."""
     from minimaskrcnn.nn._conv import _workspace  # scratch reused across calls (no page faults)
 
-    v = _workspace("winograd_v", (16, x.shape[1], x.shape[0] * th * tw), x.dtype)
+    shape = (16, x.shape[1], x.shape[0] * th * tw)
+    v = np.empty(shape, x.dtype) if keep else _workspace("winograd_v", shape, x.dtype)
     (_input_transform_maps_inner_kernel if inner else _input_transform_kernel)(x, v, ph, pw, th, tw)
     return v
 
 
-def winograd_conv3x3(x: np.ndarray, w: np.ndarray, b, padding) -> np.ndarray:
+def winograd_forward(x: np.ndarray, w: np.ndarray, b, padding, keep_v: bool = False):
     """Stride-1 3×3 cross-correlation by F(2×2, 3×3) with Numba transforms: the steps of
     ``winograd_conv3x3_numpy``, with the input transform written straight into the (16, C, P) operand
     of the products and the output transform straight into the (N, K, H', W') result (no padded copy,
-    no tile views, no transposes)."""
+    no tile views, no transposes).
+
+    Returns (out, v): v the transformed input (16, C, P) for ``winograd_backward`` when ``keep_v`` and
+    it is at most ``KEEP_V_BYTES``, else None (the backward recomputes it)."""
     n, c, h, wd = x.shape
     k = w.shape[0]
     ph, pw = padding
@@ -467,26 +570,41 @@ def winograd_conv3x3(x: np.ndarray, w: np.ndarray, b, padding) -> np.ndarray:
     from minimaskrcnn.nn._conv import _workspace  # scratch reused across calls (no page faults)
 
     inner = maps_inner(n, tw)
-    v = _transformed_input(x, ph, pw, th, tw, inner)
+    keep = keep_v and 16 * c * n * th * tw * x.itemsize <= KEEP_V_BYTES
+    v = _transformed_input(x, ph, pw, th, tw, inner, keep)
     m = _workspace("winograd_m", (16, k, n * th * tw), x.dtype)
     np.matmul(u, v, out=m)
     out = np.empty((n, k, hout, wout), x.dtype)
     bias = b if b is not None else np.empty(0, x.dtype)
     (_output_transform_maps_inner_kernel if inner else _output_transform_kernel)(m, bias, out, th, tw)
-    return out
+    return out, (v if keep else None)
 
 
-def winograd_filter_grad(x: np.ndarray, dout: np.ndarray, padding) -> np.ndarray:
-    """The filter gradient of a stride-1 3×3 convolution by F(2×2, 3×3): dW (K, C, 3, 3) for x (N, C, H, W)
-    and dout (N, K, H', W'), as ``conv2d_backward``'s dW.
+def winograd_conv3x3(x: np.ndarray, w: np.ndarray, b, padding) -> np.ndarray:
+    """``winograd_forward``'s output alone: x (N, C, H, W), w (K, C, 3, 3), b (K,) or None, padding
+    (ph, pw) -> (N, K, H + 2ph − 2, W + 2pw − 2)."""
+    return winograd_forward(x, w, b, padding)[0]
 
-    The forward is Y = Aᵀ[U ⊙ V]A per tile, summed over channels, with U = G g Gᵀ; so, tile by tile,
-    dM = A dY Aᵀ, dU[ξ, ν] = Σ_tiles dM[ξ, ν] · V[ξ, ν], and dg = Gᵀ dU G (each transform's adjoint):
 
-    1. V = Bᵀ d B for every tile and channel, (16, C, P) — the forward's input transform, recomputed;
-    2. dM = A dY Aᵀ for every tile and output channel, (16, K, P);
-    3. dU = dM @ Vᵀ: 16 matrix products (K, P) @ (P, C), the sum over all tiles of all images;
-    4. dW = Gᵀ dU G for every (k, c)."""
+def winograd_backward(x: np.ndarray, dout: np.ndarray, w: np.ndarray, padding, v=None,
+                      need_dx: bool = True, need_dw: bool = True):
+    """Both gradients of a stride-1 3×3 convolution by F(2×2, 3×3), sharing one transform of dout:
+    (dx (N, C, H, W) or None, dW (K, C, 3, 3) or None) for x (N, C, H, W), dout (N, K, H', W') and
+    w (K, C, 3, 3); v the forward's transformed input, or None to recompute it.
+
+    The forward is Y = Aᵀ M A per tile with M = Σ_c U ⊙ V, U = G g Gᵀ and V = Bᵀ d B; each step's
+    adjoint, in reverse order:
+
+    1. dM = A dY Aᵀ for every tile and output channel, (16, K, P) (the output transform's adjoint);
+    2. dV = Uᵀ @ dM: 16 matrix products (C, K) @ (K, P);
+    3. dx = Σ_tiles B dV Bᵀ, each placed at its tile's window (the input transform's adjoint);
+    4. V as in the forward, unless given;
+    5. dU = dM @ Vᵀ: 16 matrix products (K, P) @ (P, C), the sum over all tiles of all images;
+    6. dW = Gᵀ dU G for every (k, c).
+
+    dx could also be computed as the convolution of dout with the flipped filters (another forward),
+    but that transforms dout a second time, as an input (16 values per tile of 4 pixels, the costliest
+    of the transforms); here both gradients share dM."""
     n, c, h, wd = x.shape
     k = dout.shape[1]
     ph, pw = padding
@@ -494,15 +612,31 @@ def winograd_filter_grad(x: np.ndarray, dout: np.ndarray, padding) -> np.ndarray
     from minimaskrcnn.nn._conv import _workspace
 
     x = np.ascontiguousarray(x)
-    inner = maps_inner(n, tw)  # the tile order; V and dM must agree
-    v = _transformed_input(x, ph, pw, th, tw, inner)  # 1.
+    inner = maps_inner(n, tw)  # the tile order; V, dV and dM must agree with the forward's
     dm = _workspace("winograd_m", (16, k, n * th * tw), x.dtype)
     adjoint = _output_transform_adjoint_maps_inner_kernel if inner else _output_transform_adjoint_kernel
-    adjoint(np.ascontiguousarray(dout), dm, th, tw)  # 2.
-    du = np.matmul(dm, v.transpose(0, 2, 1))  # 3.
-    dw = np.empty((k, c, 3, 3), x.dtype)
-    _filter_transform_adjoint_kernel(du, dw)  # 4.
-    return dw
+    adjoint(np.ascontiguousarray(dout), dm, th, tw)  # 1.
+    dx = dw = None
+    if need_dx:
+        dv = _workspace("winograd_v", (16, c, n * th * tw), x.dtype)
+        np.matmul(filter_transform(w).transpose(0, 2, 1), dm, out=dv)  # 2.
+        dx = np.empty_like(x)
+        (_input_transform_adjoint_maps_inner_kernel if inner else _input_transform_adjoint_kernel)(
+            dv, dx, ph, pw, th, tw)  # 3.
+    if need_dw:
+        if v is None:
+            v = _transformed_input(x, ph, pw, th, tw, inner)  # 4.
+        du = np.matmul(dm, v.transpose(0, 2, 1))  # 5.
+        dw = np.empty((k, c, 3, 3), x.dtype)
+        _filter_transform_adjoint_kernel(du, dw)  # 6.
+    return dx, dw
+
+
+def winograd_filter_grad(x: np.ndarray, dout: np.ndarray, padding) -> np.ndarray:
+    """The filter gradient alone (``winograd_backward``'s dW, V recomputed): dW (K, C, 3, 3) for
+    x (N, C, H, W) and dout (N, K, H', W'), as ``conv2d_backward``'s dW."""
+    w_shape = (dout.shape[1], x.shape[1], 3, 3)
+    return winograd_backward(x, dout, np.zeros(w_shape, x.dtype), padding, need_dx=False)[1]
 
 
 def _winograd_filter_grad_reference(x: np.ndarray, dout: np.ndarray, padding, a_t: np.ndarray = A_T,

@@ -25,10 +25,12 @@ more rounding than F(2×2, 3×3)'s (the points ±2 scale values by up to 8 befor
 of 4 fit wide maps: on a 14×14 RoI a tile row has 4 tiles and the last one computes 2 cropped
 columns, so many small maps keep F(2×2, 3×3) with the tiles ordered (i, j, n) (``_winograd``).
 
-``winograd43_conv3x3(x, w, b, padding)`` is the forward pass (and, as for F(2×2, 3×3), the input
-gradient: a stride-1 3×3 convolution of dout with the flipped filters), ``winograd43_filter_grad``
-the filter gradient (dM = A dY Aᵀ, dU = dM Vᵀ, dW = Gᵀ dU G). The readable version beside the Numba
-kernels: ``_winograd43_reference`` and ``_winograd43_filter_grad_reference``, the formulas tile by tile.
+``winograd43_forward(x, w, b, padding)`` is the forward pass (``winograd43_conv3x3`` its output alone),
+``winograd43_backward`` both gradients by the transforms' adjoints, sharing dM = A dY Aᵀ: the input
+gradient dV = Uᵀ dM, dx = Σ_tiles B dV Bᵀ; the filter gradient dU = dM Vᵀ, dW = Gᵀ dU G (V kept from
+the forward where it is small enough). The readable version beside the Numba kernels:
+``_winograd43_reference`` and ``_winograd43_filter_grad_reference``, the formulas tile by tile (the
+input gradient's reference is the naive convolution's backward, in the tests).
 
 The transform kernels work on all tiles of a map at once, every step one unit-stride loop over them
 (which vectorizes): the map is split into its 16 phase planes (row and column positions mod 4), and
@@ -43,7 +45,7 @@ import numpy as np
 from numba import njit, prange
 
 from minimaskrcnn.nn import (
-    _conv_kernels,  # noqa: F401  (sets Numba's threading layer first)
+    _conv_kernels,  # noqa: F401  (starts Numba's thread pool first)
     _winograd,
 )
 
@@ -186,6 +188,27 @@ def _a_step6(y0, y1, y2, y3, f0, f1, f2, f3, f4, f5):
         f5[q] = y3[q]
 
 
+@njit(cache=True, inline="always")
+def _b_step6_add(v0, v1, v2, v3, v4, v5, o0, o1, o2, o3, o4, o5):
+    """B along one axis (the adjoint of Bᵀ), added into o: o_t += Σ_ξ Bᵀ[ξ, t]·v_ξ, i.e.
+    o0 += 4v0, o1 += 4(v2 − v1 + v5) + 2(v4 − v3), o2 += −5v0 − 4(v1 + v2) − (v3 + v4),
+    o3 += (v1 − v2) + 2(v3 − v4) − 5v5, o4 += v0 + v1 + v2 + v3 + v4, o5 += v5. One loop per output,
+    so the outputs may be overlapping views (shifted windows of one plane)."""
+    two, four, five = o0.dtype.type(2.0), o0.dtype.type(4.0), o0.dtype.type(5.0)
+    for q in range(o0.shape[0]):
+        o0[q] += four * v0[q]
+    for q in range(o0.shape[0]):
+        o1[q] += four * (v2[q] - v1[q] + v5[q]) + two * (v4[q] - v3[q])
+    for q in range(o0.shape[0]):
+        o2[q] -= five * v0[q] + four * (v1[q] + v2[q]) + (v3[q] + v4[q])
+    for q in range(o0.shape[0]):
+        o3[q] += (v1[q] - v2[q]) + two * (v3[q] - v4[q]) - five * v5[q]
+    for q in range(o0.shape[0]):
+        o4[q] += v0[q] + v1[q] + v2[q] + v3[q] + v4[q]
+    for q in range(o0.shape[0]):
+        o5[q] += v5[q]
+
+
 # ---- the three transforms, one task per (map, channel), all tiles of the map at once -------------------
 #
 # A map's tiles are numbered p = i·S + j with S = T_w + 1: each tile row carries one junk tile
@@ -242,6 +265,45 @@ def _input_transform_kernel(x, v, ph, pw, th, tw):
                        v[nu, c, p0:p0 + n_tiles], v[6 + nu, c, p0:p0 + n_tiles],
                        v[12 + nu, c, p0:p0 + n_tiles], v[18 + nu, c, p0:p0 + n_tiles],
                        v[24 + nu, c, p0:p0 + n_tiles], v[30 + nu, c, p0:p0 + n_tiles])
+
+
+@njit(cache=True, parallel=True)
+def _input_transform_adjoint_kernel(dv, dx, ph, pw, th, tw):
+    """The adjoint of ``_input_transform_kernel``, for the input gradient: dx[n, c] = Σ_tiles B dV Bᵀ,
+    each 6×6 block added at its tile's window (4i − ph, 4j − pw), the padding's share dropped; dv
+    (36, C, N·T_h·S) (zero at the junk tiles, as Uᵀ dM is). The forward's steps in reverse:
+
+    3. B along the rows: row u of every tile adds into e[u mod 4] shifted by (u div 4)·S;
+    2. B along the columns, for each row phase r: column t adds into the phase plane (r, t mod 4)
+       shifted by t div 4 (overlapping windows sum);
+    1. the phase planes, less the padding, interleaved into dx[n, c]."""
+    n_batch, c_in, height, width = dx.shape
+    s_row = tw + 1
+    n_tiles = th * s_row
+    span = n_tiles + s_row
+    for task in prange(n_batch * c_in):
+        n, c = task // c_in, task % c_in
+        planes = np.zeros((4, 4, (th + 2) * s_row), dv.dtype)
+        e = np.zeros((4, 6, span), dv.dtype)
+        p0 = n * n_tiles
+        for nu in range(6):  # 3.
+            _b_step6_add(dv[nu, c, p0:p0 + n_tiles], dv[6 + nu, c, p0:p0 + n_tiles],
+                         dv[12 + nu, c, p0:p0 + n_tiles], dv[18 + nu, c, p0:p0 + n_tiles],
+                         dv[24 + nu, c, p0:p0 + n_tiles], dv[30 + nu, c, p0:p0 + n_tiles],
+                         e[0, nu, :n_tiles], e[1, nu, :n_tiles], e[2, nu, :n_tiles], e[3, nu, :n_tiles],
+                         e[0, nu, s_row:], e[1, nu, s_row:])
+        for r in range(4):  # 2.
+            q = planes[r]
+            _b_step6_add(e[r, 0], e[r, 1], e[r, 2], e[r, 3], e[r, 4], e[r, 5],
+                         q[0, :span], q[1, :span], q[2, :span], q[3, :span],
+                         q[0, 1:span + 1], q[1, 1:span + 1])
+        for y in range(height):  # 1.
+            yy = y + ph
+            row = planes[yy % 4, :, (yy // 4) * s_row:(yy // 4 + 1) * s_row]
+            dst = dx[n, c, y]
+            for col in range(width):
+                xx = col + pw
+                dst[col] = row[xx % 4, xx // 4]
 
 
 @njit(cache=True, parallel=True)
@@ -314,19 +376,23 @@ def _output_transform_adjoint_kernel(dout, dm, th, tw):
 # ---- the forward and the filter gradient ------------------------------------------------------------
 
 
-def _transformed_input(x: np.ndarray, ph: int, pw: int, th: int, tw: int) -> np.ndarray:
-    """V = Bᵀ d B for every tile and channel of x (contiguous): (36, C, N·T_h·S) in a reused buffer."""
+def _transformed_input(x: np.ndarray, ph: int, pw: int, th: int, tw: int, keep: bool = False) -> np.ndarray:
+    """V = Bᵀ d B for every tile and channel of x (contiguous): (36, C, N·T_h·S), a fresh array if
+    ``keep``, else a reused scratch buffer (no page faults; overwritten by the next call)."""
     from minimaskrcnn.nn._conv import _workspace  # scratch reused across calls (no page faults)
 
-    v = _workspace("winograd_v", (36, x.shape[1], x.shape[0] * th * tile_stride(tw)), x.dtype)
+    shape = (36, x.shape[1], x.shape[0] * th * tile_stride(tw))
+    v = np.empty(shape, x.dtype) if keep else _workspace("winograd_v", shape, x.dtype)
     _input_transform_kernel(x, v, ph, pw, th, tw)
     return v
 
 
-def winograd43_conv3x3(x: np.ndarray, w: np.ndarray, b, padding) -> np.ndarray:
+def winograd43_forward(x: np.ndarray, w: np.ndarray, b, padding, keep_v: bool = False):
     """Stride-1 3×3 cross-correlation by F(4×4, 3×3), as ``conv2d_forward``.
 
-    x (N, C, H, W), w (K, C, 3, 3), b (K,) or None, padding (ph, pw) -> (N, K, H + 2ph − 2, W + 2pw − 2).
+    x (N, C, H, W), w (K, C, 3, 3), b (K,) or None, padding (ph, pw) -> (out, v): out (N, K, H + 2ph − 2,
+    W + 2pw − 2); v the transformed input for ``winograd43_backward`` when ``keep_v`` and it is at most
+    ``_winograd.KEEP_V_BYTES``, else None.
 
     1. U = G g Gᵀ for every filter, (36, K, C);
     2. V = Bᵀ d B for every 6×6 tile (stride 4) and channel, (36, C, P) with P = N·T_h·S tiles;
@@ -339,37 +405,64 @@ def winograd43_conv3x3(x: np.ndarray, w: np.ndarray, b, padding) -> np.ndarray:
     ph, pw = padding
     hout, wout, th, tw = tile_grid(h, wd, padding)
     x = np.ascontiguousarray(x)
+    keep = keep_v and 36 * c * n * th * tile_stride(tw) * x.itemsize <= _winograd.KEEP_V_BYTES
     u = filter_transform(w)  # 1.
-    v = _transformed_input(x, ph, pw, th, tw)  # 2.
+    v = _transformed_input(x, ph, pw, th, tw, keep)  # 2.
     m = _workspace("winograd_m", (36, k, v.shape[2]), x.dtype)
     np.matmul(u, v, out=m)  # 3.
     out = np.empty((n, k, hout, wout), x.dtype)
     _output_transform_kernel(m, b if b is not None else np.empty(0, x.dtype), out, th, tw)  # 4.
-    return out
+    return out, (v if keep else None)
 
 
-def winograd43_filter_grad(x: np.ndarray, dout: np.ndarray, padding) -> np.ndarray:
-    """dW (K, C, 3, 3) of a stride-1 3×3 convolution by F(4×4, 3×3), for x (N, C, H, W) and dout
-    (N, K, H', W'): each transform's adjoint, as ``_winograd.winograd_filter_grad``.
+def winograd43_conv3x3(x: np.ndarray, w: np.ndarray, b, padding) -> np.ndarray:
+    """``winograd43_forward``'s output alone."""
+    return winograd43_forward(x, w, b, padding)[0]
 
-    1. V = Bᵀ d B for every tile and channel (the forward's input transform, recomputed);
-    2. dM = A dY Aᵀ for every tile and output channel, (36, K, P) (zero for the junk tiles);
-    3. dU = dM @ Vᵀ: 36 matrix products (K, P) @ (P, C);
-    4. dW = Gᵀ dU G for every (k, c)."""
+
+def winograd43_backward(x: np.ndarray, dout: np.ndarray, w: np.ndarray, padding, v=None,
+                        need_dx: bool = True, need_dw: bool = True):
+    """(dx or None, dW or None) of a stride-1 3×3 convolution by F(4×4, 3×3), for x (N, C, H, W),
+    dout (N, K, H', W'), w (K, C, 3, 3) and v the forward's transformed input (None: recomputed).
+    Each step's adjoint in reverse, both gradients sharing dM (as ``_winograd.winograd_backward``):
+
+    1. dM = A dY Aᵀ for every tile and output channel, (36, K, P) (zero for the junk tiles);
+    2. dV = Uᵀ @ dM: 36 matrix products (C, K) @ (K, P);
+    3. dx = Σ_tiles B dV Bᵀ at every tile's window (the input transform's adjoint);
+    4. V = Bᵀ d B for every tile and channel, unless given;
+    5. dU = dM @ Vᵀ: 36 matrix products (K, P) @ (P, C);
+    6. dW = Gᵀ dU G for every (k, c)."""
     from minimaskrcnn.nn._conv import _workspace
 
     n, c, h, wd = x.shape
     k = dout.shape[1]
     ph, pw = padding
     hout, wout, th, tw = tile_grid(h, wd, padding)
-    v = _transformed_input(np.ascontiguousarray(x), ph, pw, th, tw)  # 1.
-    dm = _workspace("winograd_m", (36, k, v.shape[2]), x.dtype)
-    _output_transform_adjoint_kernel(np.ascontiguousarray(dout), dm, th, tw)  # 2.
-    du = _workspace("winograd_du", (36, k, c), x.dtype)
-    np.matmul(dm, v.transpose(0, 2, 1), out=du)  # 3.
-    dw = np.empty((k, c, 3, 3), x.dtype)
-    _filter_transform_adjoint_kernel(du, dw)  # 4.
-    return dw
+    x = np.ascontiguousarray(x)
+    p = n * th * tile_stride(tw)
+    dm = _workspace("winograd_m", (36, k, p), x.dtype)
+    _output_transform_adjoint_kernel(np.ascontiguousarray(dout), dm, th, tw)  # 1.
+    dx = dw = None
+    if need_dx:
+        dv = _workspace("winograd_v", (36, c, p), x.dtype)
+        np.matmul(filter_transform(w).transpose(0, 2, 1), dm, out=dv)  # 2.
+        dx = np.empty_like(x)
+        _input_transform_adjoint_kernel(dv, dx, ph, pw, th, tw)  # 3.
+    if need_dw:
+        if v is None:
+            v = _transformed_input(x, ph, pw, th, tw)  # 4.
+        du = _workspace("winograd_du", (36, k, c), x.dtype)
+        np.matmul(dm, v.transpose(0, 2, 1), out=du)  # 5.
+        dw = np.empty((k, c, 3, 3), x.dtype)
+        _filter_transform_adjoint_kernel(du, dw)  # 6.
+    return dx, dw
+
+
+def winograd43_filter_grad(x: np.ndarray, dout: np.ndarray, padding) -> np.ndarray:
+    """The filter gradient alone (``winograd43_backward``'s dW, V recomputed): dW (K, C, 3, 3) for
+    x (N, C, H, W) and dout (N, K, H', W')."""
+    w_shape = (dout.shape[1], x.shape[1], 3, 3)
+    return winograd43_backward(x, dout, np.zeros(w_shape, x.dtype), padding, need_dx=False)[1]
 
 
 # ---- the readable references: the formulas, tile by tile --------------------------------------------

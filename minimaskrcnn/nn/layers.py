@@ -384,7 +384,8 @@ class Conv2d(Module):
 
     def forward(self, x):
         out, cache = F.conv2d_forward(x, self.weight.data, None if self.bias is None else self.bias.data,
-                                      self.stride, self.padding, self.dilation)
+                                      self.stride, self.padding, self.dilation,
+                                      keep_transform=self._record)
         self._push(cache)
         return out
 

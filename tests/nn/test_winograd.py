@@ -51,27 +51,35 @@ def test_float32_and_empty_batch():
     assert out.shape == (0, 8, 12, 10)
 
 
-def test_tier_uses_winograd_only_where_it_applies(monkeypatch):
+@pytest.mark.parametrize("method", ["winograd", "winograd4"])
+def test_tier_uses_winograd_only_where_it_applies(method, monkeypatch):
+    from minimaskrcnn.nn import _winograd43 as W4
+
     calls = []
-    real = W.winograd_conv3x3
-    monkeypatch.setattr(W, "winograd_conv3x3", lambda *a: calls.append(a[3]) or real(*a))
+    module, fwd, bwd = (W, "winograd_forward", "winograd_backward") if method == "winograd" else \
+        (W4, "winograd43_forward", "winograd43_backward")
+    real_fwd, real_bwd = getattr(module, fwd), getattr(module, bwd)
+    monkeypatch.setattr(module, fwd, lambda *a: calls.append(("fwd", a[3])) or real_fwd(*a))
+    monkeypatch.setattr(module, bwd, lambda *a: calls.append(("bwd", a[3])) or real_bwd(*a))
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 3, 9, 9))
-    for w_shape, stride, padding, dilation, expected in (((4, 3, 3, 3), 1, 1, 1, [(1, 1), (1, 1)]),
+    # both gradients by the transforms' adjoints, for any padding
+    pad1 = [("fwd", (1, 1)), ("bwd", (1, 1))]
+    pad3 = [("fwd", (3, 3)), ("bwd", (3, 3))]
+    for w_shape, stride, padding, dilation, expected in (((4, 3, 3, 3), 1, 1, 1, pad1),
                                                          ((4, 3, 3, 3), 2, 1, 1, []),
                                                          ((4, 3, 3, 3), 1, 2, 2, []),
                                                          ((4, 3, 1, 1), 1, 0, 1, []),
-                                                         ((4, 3, 3, 3), 1, 3, 1, [(3, 3)])):
+                                                         ((4, 3, 3, 3), 1, 3, 1, pad3)):
         calls.clear()
         w = rng.standard_normal(w_shape)
-        out, cache = F.conv2d_forward(x, w, None, stride, padding, dilation, method="winograd")
+        out, cache = F.conv2d_forward(x, w, None, stride, padding, dilation, method=method)
         ref, ref_cache = F.conv2d_forward(x, w, None, stride, padding, dilation, method="naive")
         dout = rng.standard_normal(out.shape)
         for g, r in zip(F.conv2d_backward(dout, cache), F.conv2d_backward(dout, ref_cache)):
             if r is not None:
                 assert rel_error(g, r) <= 1e-12
         assert rel_error(out, ref) <= 1e-12
-        # forward and (padding <= 2) the input gradient; padding 3 leaves dx to im2col
         assert calls == expected, (w_shape, stride, padding, dilation)
 
 
@@ -135,6 +143,15 @@ def test_transform_kernels_equal_the_matrix_formulas():
                                        rtol=1e-14, atol=1e-14)
             want_dm = W.A_T.T @ dyp[2 * i:2 * i + 2, 2 * j:2 * j + 2] @ W.A_T
             np.testing.assert_allclose(dm[:, 0, p].reshape(4, 4), want_dm, rtol=1e-14, atol=1e-14)
+    # dx = Σ_tiles B dV Bᵀ at each tile's window, the padding (here ph = 1, pw = 2) dropped
+    dv = rng.standard_normal((16, 1, th * tw))
+    dx = np.empty((1, 1, 2 * th - 1, 2 * tw - 2))
+    W._input_transform_adjoint_kernel(dv, dx, 1, 2, th, tw)
+    dxp = np.zeros((2 * th + 2, 2 * tw + 2))
+    for i in range(th):
+        for j in range(tw):
+            dxp[2 * i:2 * i + 4, 2 * j:2 * j + 4] += W.B_T.T @ dv[:, 0, i * tw + j].reshape(4, 4) @ W.B_T
+    np.testing.assert_allclose(dx[0, 0], dxp[1:2 * th, 2:2 * tw], rtol=1e-14, atol=1e-14)
     du = rng.standard_normal((16, 2, 3))
     dw = np.empty((2, 3, 3, 3))
     W._filter_transform_adjoint_kernel(du, dw)
@@ -196,14 +213,43 @@ def test_both_tile_orders_equal_the_naive_convolution(shape, padding, inner, mon
     b = rng.standard_normal(5)
     ref, cache = F.conv2d_forward(x, w, b, 1, padding, method="naive")
     dout = rng.standard_normal(ref.shape)
-    _, dw_ref, _ = F.conv2d_backward(dout, cache)
+    dx_ref, dw_ref, _ = F.conv2d_backward(dout, cache)
     got = W.winograd_conv3x3(x, w, b, padding)
     assert got.shape == ref.shape and rel_error(got, ref) <= 1e-13
     assert rel_error(W.winograd_filter_grad(x, dout, padding), dw_ref) <= 1e-13
+    # both gradients from one transform of dout, with the forward's V kept or recomputed
+    got, v = W.winograd_forward(x, w, b, padding, keep_v=True)
+    assert v is not None and rel_error(got, ref) <= 1e-13
+    for kept in (v, None):
+        dx, dw = W.winograd_backward(x, dout, w, padding, kept)
+        assert rel_error(dx, dx_ref) <= 1e-13 and rel_error(dw, dw_ref) <= 1e-13
+    assert W.winograd_backward(x, dout, w, padding, v, need_dw=False)[1] is None
     f32 = [a.astype(np.float32) for a in (x, w, b, dout)]
     got32 = W.winograd_conv3x3(f32[0], f32[1], f32[2], padding)
     assert got32.dtype == np.float32 and rel_error(got32, ref) <= 1e-5
     assert rel_error(W.winograd_filter_grad(f32[0], f32[3], padding), dw_ref) <= 1e-5
+    dx32, _ = W.winograd_backward(f32[0], f32[3], f32[1], padding, need_dw=False)
+    assert dx32.dtype == np.float32 and rel_error(dx32, dx_ref) <= 1e-5
+
+
+def test_forward_keeps_v_only_up_to_the_budget(monkeypatch):
+    # V is kept for the backward when it is at most KEEP_V_BYTES, else recomputed there; the
+    # gradients do not depend on which.
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 3, 8, 8))
+    w = rng.standard_normal((4, 3, 3, 3))
+    v_bytes = 16 * 3 * 2 * 4 * 4 * 8  # (16, C, N·Th·Tw) float64
+    for budget, kept in ((v_bytes, True), (v_bytes - 1, False)):
+        monkeypatch.setattr(W, "KEEP_V_BYTES", budget)
+        for method in ("winograd", "winograd4"):
+            out, cache = F.conv2d_forward(x, w, None, 1, 1, method=method)
+            assert (cache[4] is not None) == (kept or method == "winograd4"), (budget, method)
+            out, cache = F.conv2d_forward(x, w, None, 1, 1, method=method, keep_transform=False)
+            assert cache[4] is None
+            dout = rng.standard_normal(out.shape)
+            ref = F.conv2d_backward(dout, F.conv2d_forward(x, w, None, 1, 1, method="naive")[1])
+            for g, r in zip(F.conv2d_backward(dout, cache), ref):
+                assert rel_error(g, r) <= 1e-13
 
 
 def test_maps_inner_transform_kernels_equal_the_matrix_formulas():
@@ -219,6 +265,16 @@ def test_maps_inner_transform_kernels_equal_the_matrix_formulas():
     dy = rng.standard_normal((n_maps, 1, 3, 5))
     dm = np.empty((16, 1, n_maps * th * tw))
     W._output_transform_adjoint_maps_inner_kernel(dy, dm, th, tw)
+    dv = rng.standard_normal((16, 1, n_maps * th * tw))
+    dx = np.empty((n_maps, 1, 2 * th - 1, 2 * tw - 2))  # padding (1, 2) dropped
+    W._input_transform_adjoint_maps_inner_kernel(dv, dx, 1, 2, th, tw)
+    for n in range(n_maps):
+        dxp = np.zeros((2 * th + 2, 2 * tw + 2))
+        for i in range(th):
+            for j in range(tw):
+                dv_tile = dv[:, 0, (i * tw + j) * n_maps + n].reshape(4, 4)
+                dxp[2 * i:2 * i + 4, 2 * j:2 * j + 4] += W.B_T.T @ dv_tile @ W.B_T
+        np.testing.assert_allclose(dx[n, 0], dxp[1:2 * th, 2:2 * tw], rtol=1e-14, atol=1e-14)
     for n in range(n_maps):
         xp = np.zeros((2 * th + 2, 2 * tw + 2))
         xp[:5, :7] = x[n, 0]

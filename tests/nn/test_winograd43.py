@@ -36,7 +36,7 @@ def test_forward_and_filter_gradient_equal_the_naive_convolution(shape, padding)
     b = rng.standard_normal(3)
     ref, cache = F.conv2d_forward(x, w, b, 1, padding, method="naive")
     dout = rng.standard_normal(ref.shape)
-    _, dw_ref, _ = F.conv2d_backward(dout, cache)
+    dx_ref, dw_ref, _ = F.conv2d_backward(dout, cache)
     for fn in (W4.winograd43_conv3x3, W4._winograd43_reference):
         got = fn(x, w, b, padding)
         assert got.shape == ref.shape and got.dtype == x.dtype
@@ -45,6 +45,13 @@ def test_forward_and_filter_gradient_equal_the_naive_convolution(shape, padding)
         got = fn(x, dout, padding)
         assert got.shape == w.shape and got.dtype == x.dtype
         assert rel_error(got, dw_ref) <= 1e-13, fn.__name__
+    # both gradients from one transform of dout, V kept from the forward or recomputed
+    got, v = W4.winograd43_forward(x, w, b, padding, keep_v=True)
+    assert v is not None and rel_error(got, ref) <= 1e-13
+    for kept in (v, None):
+        dx, dw = W4.winograd43_backward(x, dout, w, padding, kept)
+        assert dx.shape == x.shape and rel_error(dx, dx_ref) <= 1e-13
+        assert rel_error(dw, dw_ref) <= 1e-13
 
 
 def test_float32_rounding_stays_small():
@@ -60,6 +67,10 @@ def test_float32_rounding_stays_small():
     assert got.dtype == np.float32 and rel_error(got, ref) <= 1e-5
     dw = W4.winograd43_filter_grad(x.astype(np.float32), dout.astype(np.float32), (1, 1))
     assert dw.dtype == np.float32 and rel_error(dw, dw_ref) <= 1e-5
+    dx_ref = F.conv2d_backward(dout, cache)[0]
+    dx, _ = W4.winograd43_backward(x.astype(np.float32), dout.astype(np.float32), w.astype(np.float32),
+                                   (1, 1), need_dw=False)
+    assert dx.dtype == np.float32 and rel_error(dx, dx_ref) <= 1e-5
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -109,12 +120,32 @@ def test_transform_kernels_equal_the_matrix_formulas():
                 np.testing.assert_allclose(dm[:, 0, p].reshape(6, 6), want_dm, rtol=1e-13, atol=1e-13)
 
 
+def test_input_transform_adjoint_equals_the_matrix_formula():
+    # dx = Σ_tiles B dV Bᵀ, each 6×6 block added at its tile's window, less the padding (here (1, 2));
+    # the junk tiles' dV is zero (Uᵀ dM with dM zero there).
+    rng = np.random.default_rng(6)
+    n_maps, th, tw = 2, 2, 3
+    s = W4.tile_stride(tw)
+    dv = rng.standard_normal((36, 1, n_maps * th * s))
+    dv.reshape(36, 1, n_maps * th, s)[..., tw] = 0.0
+    h, w = 4 * th + 2 - 2, 4 * tw + 2 - 4  # input size whose padded tiles are these
+    dx = np.full((n_maps, 1, h, w), np.nan)
+    W4._input_transform_adjoint_kernel(dv, dx, 1, 2, th, tw)
+    for n in range(n_maps):
+        dxp = np.zeros((4 * th + 2, 4 * tw + 2))
+        for i in range(th):
+            for j in range(tw):
+                tile = dv[:, 0, (n * th + i) * s + j].reshape(6, 6)
+                dxp[4 * i:4 * i + 6, 4 * j:4 * j + 6] += W4.B_T.T @ tile @ W4.B_T
+        np.testing.assert_allclose(dx[n, 0], dxp[1:1 + h, 2:2 + w], rtol=1e-13, atol=1e-12)
+
+
 def test_tier_computes_all_three_gradients_like_torch(torch):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 8, 19, 23))
     w = rng.standard_normal((6, 8, 3, 3))
     b = rng.standard_normal(6)
-    for padding in (0, 1, 2):
+    for padding in (0, 1, 2, 3):
         out, cache = F.conv2d_forward(x, w, b, 1, padding, method="winograd4")
         dout = rng.standard_normal(out.shape)
         dx, dw, db = F.conv2d_backward(dout, cache)
