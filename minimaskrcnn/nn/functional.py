@@ -25,6 +25,7 @@ import numpy as np
 from minimaskrcnn._checks import float_array, pair
 from minimaskrcnn.nn import _conv_kernels as _k
 from minimaskrcnn.nn import _norm_kernels as _nk
+from minimaskrcnn.nn import _relu_kernels as _rk
 from minimaskrcnn.nn._args import _out_size, _param, _same_dtype
 from minimaskrcnn.nn._conv import (  # noqa: F401 (re-exported)
     CONV_METHODS,
@@ -81,19 +82,25 @@ def linear_backward(dout, cache, *, need_dw: bool = True):
 
 
 def relu_forward(x):
-    """out = max(x, 0), any shape. The cache is the mask x > 0."""
+    """out = max(x, 0), any shape. The cache is out itself: the gradient passes where out > 0, i.e.
+    where x > 0 (the next layer holds out anyway, so the cache costs no memory; a NaN stays NaN and
+    passes its gradient, as in torch). One parallel Numba pass (``_relu_kernels``)."""
     x = float_array(x, "x")
-    mask = x > 0
-    return x * mask, mask
+    out = np.empty(x.shape, x.dtype)
+    _rk.relu_forward(np.ascontiguousarray(x).reshape(-1), out.reshape(-1))
+    return out, out
 
 
 def relu_backward(dout, cache):
     """dx = dout where x > 0, else 0 (the derivative at exactly 0 is taken as 0, as torch does)."""
-    mask = cache
+    out = cache
     dout = float_array(dout, "dout")
-    if dout.shape != mask.shape:
-        raise ValueError(f"dout must have shape {mask.shape}, got {dout.shape}")
-    return dout * mask
+    if dout.shape != out.shape:
+        raise ValueError(f"dout must have shape {out.shape}, got {dout.shape}")
+    _same_dtype(dout, "dout", out)
+    dx = np.empty(out.shape, out.dtype)
+    _rk.relu_backward(np.ascontiguousarray(dout).reshape(-1), out.reshape(-1), dx.reshape(-1))
+    return dx
 
 
 def flatten_forward(x):

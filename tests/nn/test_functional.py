@@ -112,6 +112,23 @@ def test_relu_gradcheck_and_golden():
         F.relu_forward(np.array([1, 2]))
 
 
+def test_relu_kernel_on_views_nan_and_the_cache(torch):
+    # The Numba pass: strided views, NaN (torch keeps it, and passes no gradient through it), -0.0,
+    # infinities; the cache is the output, which equals torch's relu.
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 6, 5)).transpose(2, 0, 1)[:, ::2]  # non-contiguous
+    x[0, 0, :4] = [np.nan, -0.0, np.inf, -np.inf]
+    out, cache = F.relu_forward(x)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = torch.relu(tx)
+    np.testing.assert_array_equal(out, ty.detach().numpy())
+    dout = rng.standard_normal(out.shape)
+    ty.backward(torch.tensor(dout))
+    np.testing.assert_array_equal(F.relu_backward(dout[..., ::-1].copy()[..., ::-1], cache), tx.grad.numpy())
+    with pytest.raises(TypeError, match="dout"):
+        F.relu_backward(dout.astype(np.float32), cache)
+
+
 @pytest.mark.parametrize("shape", [(2, 3), (1, 3, 4, 5), (2, 1, 1, 1)])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_flatten_matches_torch(torch, shape, dtype):
