@@ -1,4 +1,4 @@
-"""Numba kernels behind ``conv2d`` / ``conv_transpose2d`` / ``max_pool2d``.
+"""Numba kernels behind ``conv2d`` / ``conv_transpose2d`` / ``max_pool2d`` / ``upsample_nearest2d``.
 
 im2col layout (the "batched" layout). For an input ``x`` of shape (N, C, H, W) and a kH×kW kernel
 sliding to Hout×Wout positions, ``im2col`` writes
@@ -8,8 +8,9 @@ sliding to Hout×Wout positions, ``im2col`` writes
 where ``x_pad`` is ``x`` with ``ph``/``pw`` zeros on each side (never materialised: reads that fall
 in the padding give 0). Putting the batch *inside* the column axis makes the whole convolution one
 GEMM, ``W.reshape(C_out, C·kH·kW) @ cols.reshape(C·kH·kW, N·Hout·Wout)``, instead of N small ones;
-BLAS runs one large product much closer to peak. Each (row, n) block of ``cols`` is written by one
-thread as contiguous memory, so the parallel loop has no write conflicts.
+BLAS runs one large product much closer to peak. Each (row, n) block of ``cols`` is contiguous
+memory written by one thread (the one that owns input plane (n, c)), so the parallel loop has no
+write conflicts.
 
 ``col2im`` is the adjoint (transpose) of ``im2col``: every column entry is *added* back into the
 pixel it was read from; entries that were read from the padding are dropped. Each thread owns one
@@ -77,55 +78,52 @@ def _valid_range(i, d, s, p, size, out_size):
 
 @njit(cache=True, parallel=True)
 def im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, hout, wout):
-    """x (N, C, H, W) → cols (C·kH·kW, N, Hout·Wout), written in place; see the module docstring."""
+    """x (N, C, H, W) → cols (C·kH·kW, N, Hout·Wout), written in place; see the module docstring.
+    One task per (channel, image): its kH·kW rows of the column matrix, read from one input plane
+    (nine times fewer tasks than one per row: on small maps the per-task work was the cost)."""
     n_batch, channels, height, width = x.shape
-    rows = channels * kh * kw
-    for task in prange(rows * n_batch):
-        # 1. Which row (c, i, j) of the column matrix and which image n this task fills.
-        row = task // n_batch
-        n = task % n_batch
-        c = row // (kh * kw)
-        i = (row // kw) % kh
-        j = row % kw
-        # 2. The output rows/columns whose read lands inside the image; the rest read padding (0).
-        oh_lo, oh_hi, off_h = _valid_range(i, dh, sh, ph, height, hout)
-        ow_lo, ow_hi, off_w = _valid_range(j, dw, sw, pw, width, wout)
-        dst = cols[row, n]
+    zero = x.dtype.type(0.0)
+    same_width = sh == 1 and sw == 1 and wout == width
+    for task in prange(channels * n_batch):
+        c, n = task // n_batch, task % n_batch
         src = x[n, c]
-        dst[: oh_lo * wout] = 0
-        dst[oh_hi * wout:] = 0
-        if sh == 1 and sw == 1 and wout == width:
-            # 3a. Stride 1, "same" width: output row oh reads input row oh + off_h, and consecutive
-            #     rows are consecutive in memory on both sides, so the whole valid block is ONE
-            #     contiguous copy of the flattened image shifted by off_h·W + off_w (long runs
-            #     instead of one short run per row: much faster on small maps such as RoI features).
-            #     Columns that wrapped around a row edge read a neighbouring row; zero them after.
-            flat = src.reshape(-1)
-            shift = off_h * width + off_w
-            lo = max(oh_lo * wout, -shift)
-            hi = min(oh_hi * wout, height * width - shift)
-            dst[oh_lo * wout: lo] = 0
-            dst[hi: oh_hi * wout] = 0
-            if hi > lo:
-                dst[lo:hi] = flat[lo + shift: hi + shift]
-            for oh in range(oh_lo, oh_hi):
-                base = oh * wout
-                for ow in range(ow_lo):
-                    dst[base + ow] = 0
-                for ow in range(ow_hi, wout):
-                    dst[base + ow] = 0
-            continue
-        # 3b. General case: copy one input row segment per output row (contiguous when stride is 1).
-        for oh in range(oh_lo, oh_hi):
-            base = oh * wout
-            ih = oh * sh + off_h
-            dst[base: base + ow_lo] = 0
-            if sw == 1:
-                dst[base + ow_lo: base + ow_hi] = src[ih, ow_lo + off_w: ow_hi + off_w]
-            else:
-                for ow in range(ow_lo, ow_hi):
-                    dst[base + ow] = src[ih, ow * sw + off_w]
-            dst[base + ow_hi: base + wout] = 0
+        for i in range(kh):
+            for j in range(kw):
+                dst = cols[(c * kh + i) * kw + j, n]  # row (c, i, j), image n: Hout·Wout values
+                if same_width:
+                    # 1. Stride 1, "same" width: output row oh reads input row oh + off_h, and
+                    #    consecutive rows are consecutive in memory on both sides, so the whole valid
+                    #    block is ONE contiguous copy of the flattened plane shifted by off_h·W + off_w
+                    #    (long runs instead of one short run per row). Columns that wrapped around a
+                    #    row edge read a neighbouring row; they are zeroed after.
+                    oh_lo, oh_hi, off_h = _valid_range(i, dh, sh, ph, height, hout)
+                    ow_lo, ow_hi, off_w = _valid_range(j, dw, sw, pw, width, wout)
+                    shift = off_h * width + off_w
+                    lo = max(oh_lo * wout, -shift)
+                    hi = max(lo, min(oh_hi * wout, height * width - shift))
+                    dst[:lo] = zero
+                    dst[hi:] = zero
+                    dst[lo:hi] = src.reshape(-1)[lo + shift: hi + shift]
+                    for oh in range(oh_lo, oh_hi):
+                        base = oh * wout
+                        for ow in range(ow_lo):
+                            dst[base + ow] = zero
+                        for ow in range(ow_hi, wout):
+                            dst[base + ow] = zero
+                    continue
+                # 2. General case, output row by output row: a row above / below the input (the
+                #    padding) is zeros; else each output column reads its input column, or zero.
+                for oh in range(hout):
+                    ih = oh * sh - ph + i * dh
+                    base = oh * wout
+                    if ih < 0 or ih >= height:
+                        for ow in range(wout):
+                            dst[base + ow] = zero
+                    else:
+                        row = src[ih]
+                        for ow in range(wout):
+                            iw = ow * sw - pw + j * dw
+                            dst[base + ow] = row[iw] if 0 <= iw < width else zero
 
 
 @njit(cache=True, parallel=True)
@@ -266,3 +264,32 @@ def max_pool2d_backward(dout, argmax, height, width):
             for ow in range(wout):
                 dx[n, c, argmax[n, c, oh, ow]] += dout[n, c, oh, ow]
     return dx.reshape(n_batch, channels, height, width)
+
+
+@njit(cache=True, parallel=True)
+def upsample_nearest_forward(x, src_h, src_w, out):
+    """out[n, c, y, x] = x[n, c, src_h[y], src_w[x]] (nearest-neighbour resize), one task per plane."""
+    n_batch, channels = x.shape[:2]
+    for task in prange(n_batch * channels):
+        n, c = task // channels, task % channels
+        for y in range(src_h.shape[0]):
+            row = x[n, c, src_h[y]]
+            dst = out[n, c, y]
+            for col in range(src_w.shape[0]):
+                dst[col] = row[src_w[col]]
+
+
+@njit(cache=True, parallel=True)
+def upsample_nearest_backward(dout, src_h, src_w, dx):
+    """The adjoint: dx[n, c, src_h[y], src_w[x]] += dout[n, c, y, x] into a zeroed dx, one task per
+    plane (so the additions never race)."""
+    n_batch, channels = dx.shape[:2]
+    for task in prange(n_batch * channels):
+        n, c = task // channels, task % channels
+        plane = dx[n, c]
+        plane[:, :] = 0
+        for y in range(src_h.shape[0]):
+            row = plane[src_h[y]]
+            src = dout[n, c, y]
+            for col in range(src_w.shape[0]):
+                row[src_w[col]] += src[col]
