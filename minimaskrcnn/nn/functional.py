@@ -321,14 +321,15 @@ def upsample_nearest2d_forward(x, size):
     if min(x.shape[1:]) < 1:
         raise ValueError(f"x must have non-empty channel/spatial axes, got {x.shape}")
     src_h, src_w = nearest_source_index(height, out_h), nearest_source_index(width, out_w)
-    out = x[:, :, src_h[:, None], src_w[None, :]]
+    out = np.empty(x.shape[:2] + (out_h, out_w), x.dtype)
+    _k.upsample_nearest_forward(np.ascontiguousarray(x), src_h, src_w, out)  # a parallel gather
     return out, (x.shape, x.dtype, src_h, src_w)
 
 
 def upsample_nearest2d_backward(dout, cache):
     """dx (N, C, H, W): every input pixel receives the sum of the gradients of the outputs that
-    copied it (0 if none did). The source indices never decrease, so each input row/column owns a
-    contiguous run of output rows/columns: two segment sums (``np.add.reduceat``) do the scatter."""
+    copied it (0 if none did): a scatter-add, one Numba task per (n, c) plane (the NumPy version,
+    ``_upsample_nearest2d_backward_numpy``, is the reference in the tests)."""
     shape, dtype, src_h, src_w = cache
     dout = float_array(dout, "dout", ndim=4)
     if dout.dtype != dtype:
@@ -336,9 +337,17 @@ def upsample_nearest2d_backward(dout, cache):
     want = shape[:2] + (len(src_h), len(src_w))
     if dout.shape != want:
         raise ValueError(f"dout must have shape {want}, got {dout.shape}")
+    dx = np.empty(shape, dtype=dtype)
+    _k.upsample_nearest_backward(np.ascontiguousarray(dout), src_h, src_w, dx)
+    return dx
+
+
+def _upsample_nearest2d_backward_numpy(dout, src_h, src_w, shape):
+    """The scatter in NumPy: the source indices never decrease, so each input row/column owns a
+    contiguous run of output rows/columns, and two segment sums (``np.add.reduceat``) do it."""
     rows = np.flatnonzero(np.diff(src_h, prepend=-1))  # first output row of every run
     cols = np.flatnonzero(np.diff(src_w, prepend=-1))
     summed = np.add.reduceat(np.add.reduceat(dout, rows, axis=2), cols, axis=3)
-    dx = np.zeros(shape, dtype=dtype)
+    dx = np.zeros(shape, dtype=dout.dtype)
     dx[:, :, src_h[rows][:, None], src_w[cols][None, :]] = summed
     return dx

@@ -346,6 +346,19 @@ def test_upsample_nearest2d_matches_torch(torch, h, w, out_h, out_w, dtype):
         lambda t: torch.nn.functional.interpolate(t, size=(out_h, out_w), mode="nearest"), [x], dtype)
 
 
+def test_upsample_nearest2d_kernels_equal_the_numpy_scatter():
+    # The Numba scatter-add against the NumPy segment sums, up and down (outputs that copy no input
+    # pixel leave it at 0), on a non-contiguous dout.
+    rng = np.random.default_rng(11)
+    for (h, w), (out_h, out_w) in (((4, 5), (8, 10)), ((3, 7), (7, 3)), ((6, 6), (2, 9))):
+        x = rng.standard_normal((2, 3, h, w))
+        out, cache = F.upsample_nearest2d_forward(x, (out_h, out_w))
+        np.testing.assert_array_equal(out, x[:, :, cache[2][:, None], cache[3][None, :]])
+        dout = rng.standard_normal((2, out_w, out_h, 3)).transpose(0, 3, 2, 1)
+        want = F._upsample_nearest2d_backward_numpy(dout, cache[2], cache[3], x.shape)
+        np.testing.assert_allclose(F.upsample_nearest2d_backward(dout, cache), want, rtol=1e-14, atol=1e-14)
+
+
 def test_upsample_nearest2d_gradcheck_and_bad_input():
     x = np.random.default_rng(10).standard_normal((1, 2, 3, 5))
     errors = check_backward(lambda x_: F.upsample_nearest2d_forward(x_, (7, 4)),
