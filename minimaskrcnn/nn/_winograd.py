@@ -79,33 +79,38 @@ def auto_method(w_shape, geometry, n_maps: int) -> str:
     machine's rate when P or C is small; and its transforms are only fast when their loops fill
     vector registers. So, when a Winograd tier applies, with C = min(C_in, C_out):
 
-    1. many small maps (``maps_inner``, the F(2×2) transforms looping over the maps): "winograd" from
-       C ≥ 64 on at least 32 maps, or C ≥ 128 on at least 16;
-    2. otherwise, with P₄ = N·T_h·(T_w + 1) the tiles of F(4×4, 3×3): "winograd4" for C ≥ 128 and
-       P₄ ≥ 200, or C ≥ 32 and P₄ ≥ 500;
-    3. otherwise "winograd" (tile rows) for C ≥ 256 on maps at least 16 × 16 (fewer, larger F(2×2)
+    1. many small maps (``maps_inner``, the F(2×2) transforms looping over the maps): "winograd" for
+       C ≥ 64 on at least 16 maps; on 8–15 maps "winograd4" for C ≥ 64 with P₄ ≥ 150, where
+       P₄ = N·T_h·(T_w + 1) counts the tiles of F(4×4, 3×3), else "winograd" from C ≥ 128;
+    2. otherwise (wider maps) "winograd4" for C ≥ 128 and P₄ ≥ 200, or C ≥ 32 and P₄ ≥ 240;
+    3. otherwise "winograd" (tile rows) for C ≥ 256 on maps at least 12 × 12 (fewer, larger F(2×2)
        tiles: their GEMMs stay wide enough);
     4. "im2col" everywhere else.
 
     Chosen from a sweep of forward + backward times against "im2col" (float32, 2 threads, one layer
-    at a time, the methods alternated; the ratios are time / im2col's time, lower is better):
-    case 1 took 0.65 (57 RoIs × 64 × 14²) and 0.74 (16 × 128 × 8²), and lost 1.0–1.2 on 8–16 maps
-    of 64–128 channels (loops over the maps only 8–16 long); case 2 0.54 on ResNet-50's 128 × 50 × 76,
-    0.63–0.70 on 2–8 maps of 64 × 32² to 64², 0.76–0.84 on 8 maps of 32 channels from 32², and lost
-    1.03–1.2 on 8 × 64 × 16² (P₄ = 160); case 3 0.59 and 0.82 on 512 and 256 channels of 25 × 38, where
-    F(4×4)'s 77 tiles gave 0.70 and 0.82; 13 × 19 maps of 256 channels 0.95 and 1.14 (im2col kept).
+    at a time, the methods alternated; the ratios are time / im2col's time, lower is better), rerun
+    after the backward shared dout's transform (both tiers gained): case 1 took 0.62 (57 RoIs × 64 ×
+    14²), 0.66–0.77 on 16–32 such RoIs, 0.62 on 16 × 128 × 8²; on 8 maps F(4×4) 0.74 on 64 × 16², and
+    F(2×2) 0.78–0.81 on 128 × 8² and 4², but 0.91–1.02 on 64 channels (im2col kept); case 2 0.54 on
+    ResNet-50's 128 × 50 × 76, 0.43–0.58 on 2–8 maps of 64 × 28² to 64², 0.72–0.85 on 8 maps of 32
+    channels of 20² to 32² (P₄ 240–576), 0.92 on 4 × 32 × 32² (P₄ = 288), and lost 0.98 on 8 × 32 × 16²
+    (P₄ = 96); case 3 0.60 and 0.64 on 512 and 256 channels of 25 × 38, 0.76 on 256 × 13 × 19; 256 ×
+    7 × 10 kept im2col (0.85 with its backward, but 1.12 alone, as in inference).
     ``minimaskrcnn bench conv`` times the two benchmark shapes."""
     if not applies(w_shape, geometry):
         return "im2col"
     channels = min(w_shape[0], w_shape[1])
     hout, wout = geometry[6], geometry[7]
+    tiles4 = n_maps * -(-hout // 4) * (-(-wout // 4) + 1)
     if maps_inner(n_maps, -(-wout // 2)):  # 1.
-        many = (channels >= 64 and n_maps >= 32) or (channels >= 128 and n_maps >= 16)
-        return "winograd" if many else "im2col"
-    tiles4 = n_maps * -(-hout // 4) * (-(-wout // 4) + 1)  # 2.
-    if (channels >= 128 and tiles4 >= 200) or (channels >= 32 and tiles4 >= 500):
+        if channels >= 64 and n_maps >= 16:
+            return "winograd"
+        if channels >= 64 and tiles4 >= 150:
+            return "winograd4"
+        return "winograd" if channels >= 128 else "im2col"
+    if (channels >= 128 and tiles4 >= 200) or (channels >= 32 and tiles4 >= 240):  # 2.
         return "winograd4"
-    if channels >= 256 and min(hout, wout) >= 16:  # 3.
+    if channels >= 256 and min(hout, wout) >= 12:  # 3.
         return "winograd"
     return "im2col"  # 4.
 

@@ -160,22 +160,24 @@ def test_transform_kernels_equal_the_matrix_formulas():
 
 
 def test_auto_takes_the_tier_that_pays_off(monkeypatch):
-    # The default method (see ``auto_method``): F(2×2) on many small maps from 64 channels on >= 32
-    # maps or 128 on >= 16; F(4×4) on wide maps by tile count P4 = N·T_h·(T_w + 1) and channels;
-    # F(2×2) tile rows for >= 256 channels on maps from 16×16; im2col elsewhere. The backward follows
-    # the forward's choice.
-    cases = (((64, 64, 3, 3), (14, 14), 57, "winograd"), ((64, 64, 3, 3), (14, 14), 32, "winograd"),
-             ((64, 64, 3, 3), (14, 14), 31, "im2col"), ((128, 128, 3, 3), (8, 8), 16, "winograd"),
-             ((128, 128, 3, 3), (8, 8), 15, "im2col"), ((63, 64, 3, 3), (14, 14), 57, "im2col"),
-             ((64, 64, 3, 3), (16, 16), 8, "im2col"),  # 8 maps: maps inner, too few
+    # The default method (see ``auto_method``): on many small maps F(2×2) from 64 channels on >= 16
+    # maps, on 8-15 maps F(4×4) for >= 64 channels with P4 >= 150, else F(2×2) from 128 channels;
+    # F(4×4) on wider maps by tile count P4 = N·T_h·(T_w + 1) and channels; F(2×2) tile rows for
+    # >= 256 channels on maps from 12×12; im2col elsewhere. The backward follows the forward's choice.
+    cases = (((64, 64, 3, 3), (14, 14), 57, "winograd"), ((64, 64, 3, 3), (14, 14), 16, "winograd"),
+             ((64, 64, 3, 3), (14, 14), 15, "winograd4"),  # P4 = 15·4·5 = 300
+             ((64, 64, 3, 3), (8, 8), 15, "im2col"),  # P4 = 15·2·3 = 90
+             ((128, 128, 3, 3), (8, 8), 8, "winograd"), ((128, 128, 3, 3), (8, 8), 7, "im2col"),
+             ((63, 64, 3, 3), (14, 14), 57, "im2col"),  # many small maps, but 63 < 64 channels
+             ((64, 64, 3, 3), (16, 16), 8, "winograd4"),  # 8 maps, P4 = 8·4·5 = 160
+             ((64, 64, 3, 3), (12, 12), 8, "im2col"),  # P4 = 8·3·4 = 96
              ((64, 64, 3, 3), (64, 64), 2, "winograd4"),  # P4 = 2·16·17 = 544
-             ((64, 64, 3, 3), (32, 32), 8, "winograd4"),  # 8·8·9 = 576
-             ((64, 64, 3, 3), (28, 28), 8, "im2col"),  # 8·7·8 = 448
-             ((32, 32, 3, 3), (32, 32), 8, "winograd4"),  # 8·8·9 = 576
-             ((31, 32, 3, 3), (32, 32), 8, "im2col"), ((32, 32, 3, 3), (24, 24), 8, "im2col"),  # 8·6·7
+             ((32, 32, 3, 3), (20, 20), 8, "winograd4"),  # 8·5·6 = 240
+             ((32, 32, 3, 3), (20, 20), 7, "im2col"),  # 7·5·6 = 210
+             ((31, 32, 3, 3), (32, 32), 8, "im2col"),
              ((128, 128, 3, 3), (50, 76), 1, "winograd4"),  # 13·20 = 260
              ((512, 512, 3, 3), (25, 38), 1, "winograd"),  # P4 = 7·11 = 77: F(2×2) tile rows
-             ((256, 256, 3, 3), (13, 19), 1, "im2col"), ((256, 256, 3, 3), (16, 16), 1, "winograd"))
+             ((256, 256, 3, 3), (12, 19), 1, "winograd"), ((256, 256, 3, 3), (11, 19), 1, "im2col"))
     for w_shape, out_hw, n_maps, want in cases:
         geometry = (1, 1, 1, 1, 1, 1) + out_hw
         assert W.auto_method(w_shape, geometry, n_maps) == want, (w_shape, out_hw, n_maps)
