@@ -5,16 +5,21 @@ import sys as _sys
 
 __version__ = "0.1.0"
 
-# Numba's threading layer, chosen before any parallel kernel runs: GNU OpenMP where libgomp is
-# installed, else "workqueue" (TBB last). A spinning OpenMP worker starts a kernel in 2 us; "workqueue"
-# took 50-140 us to start every parallel kernel, even an empty one, and a training step runs a few
-# hundred of them. OpenMP's idle workers spin before they sleep, which on 2 cores takes the cores from the
-# OpenBLAS products between our kernels: nn/_conv_kernels starts the pool with a short spin (the
-# measurements are there). A user who sets NUMBA_THREADING_LAYER or its priority is left alone.
-if "NUMBA_THREADING_LAYER" not in _os.environ and "NUMBA_THREADING_LAYER_PRIORITY" not in _os.environ:
-    _os.environ["NUMBA_THREADING_LAYER_PRIORITY"] = "omp workqueue tbb"  # read when numba is imported
+# Numba's threading layer, chosen before any parallel kernel runs. Without TBB, Numba picks OpenMP,
+# whose idle workers busy-wait; our convolutions alternate Numba kernels with OpenBLAS matrix
+# products whose threads busy-wait too, and on 2 cores the pools fight (a 2×64×64×64 conv
+# forward+backward took 120–420 ms instead of 13.5 ms). "workqueue" has no spinning workers. Its
+# price is the start of every parallel kernel (50–140 µs, against 2 µs for a spinning OpenMP pool):
+# OpenMP with its spin cut to 1,000 rounds (GOMP_SPINCOUNT) made the shapes training step 10 %
+# faster, but GNU OpenMP is one runtime per process: torch, imported later, binds to the same
+# libgomp (it is found by its soname) and inherited the short spin, which slowed its own 2×64×64×64
+# convolution from 9.3 to 12–19 ms, so we leave it alone. "workqueue" does not support launching
+# parallel kernels from several Python threads at once; a user who needs that sets
+# NUMBA_THREADING_LAYER themselves, which we then leave alone.
+if "NUMBA_THREADING_LAYER" not in _os.environ:
+    _os.environ["NUMBA_THREADING_LAYER"] = "workqueue"  # read when numba is first imported
     if "numba" in _sys.modules:  # imported before us: set its live config too
-        _sys.modules["numba"].config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
+        _sys.modules["numba"].config.THREADING_LAYER = "workqueue"
 
 # OpenBLAS's idle worker threads keep polling for new work for 2^28 cycles (about 0.1 s) after each
 # matrix product before they sleep. Our layers run a Numba kernel right after most products (the

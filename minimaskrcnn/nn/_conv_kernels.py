@@ -31,34 +31,15 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-# Numba's thread pool. The package picks the OpenMP threading layer where it can (see
-# ``minimaskrcnn/__init__``). GNU OpenMP's idle workers spin for 300,000 rounds before they sleep; a
-# convolution alternates Numba kernels with OpenBLAS matrix products, whose threads then find the
-# cores taken: on 2 cores a 2×64×64×64 conv forward + backward took 120–420 ms instead of 13.5 ms.
-# With 1,000 rounds a worker still catches a kernel that follows right away, and sleeps before the
-# next product needs its core. The shapes training step, best of 15 steps on 2 cores: "workqueue"
-# (no spinning, but 50–140 µs to start any parallel kernel) 221–241 ms; OpenMP with the default spin
-# 244–271 ms, 30,000 rounds 223–229, 10,000 208–211, 3,000 203–212, 1,000 200–201, 0 216–219.
-# libgomp reads GOMP_SPINCOUNT once, when it is loaded, which is when Numba starts its pool: we set
-# it for that moment only, so that another OpenMP runtime loaded later in the process (torch bundles
-# its own libgomp) keeps its defaults. A user's GOMP_SPINCOUNT or OMP_WAIT_POLICY is left alone.
-OMP_SPIN_ROUNDS = 1000
-
-
-def _start_thread_pool() -> None:
-    """Start Numba's threads now (``numba.get_num_threads`` launches them), libgomp reading
-    GOMP_SPINCOUNT = ``OMP_SPIN_ROUNDS`` as it loads."""
-    ours = "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ
-    if ours:
-        os.environ["GOMP_SPINCOUNT"] = str(OMP_SPIN_ROUNDS)
-    try:
-        numba.get_num_threads()
-    finally:
-        if ours:
-            del os.environ["GOMP_SPINCOUNT"]
-
-
-_start_thread_pool()
+# Numba's threading layer. The default pick on a machine without TBB is OpenMP, whose worker threads
+# busy-wait between parallel regions; a convolution alternates Numba kernels with OpenBLAS matrix
+# products, whose own threads busy-wait too, and the two pools then fight over the cores. Measured
+# on 2 cores (2×64×64×64 conv forward + backward): OpenMP layer 120–420 ms, "workqueue" 13.5 ms,
+# one thread 19 ms. So unless the user chose a layer, take "workqueue" (it must be chosen before
+# the first parallel kernel runs; it does not support launching parallel kernels concurrently from
+# several Python threads). ``minimaskrcnn/__init__`` says why not OpenMP with a short spin.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
 
 
 @njit(cache=True, inline="always")

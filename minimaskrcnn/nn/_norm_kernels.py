@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from minimaskrcnn.nn import _conv_kernels  # noqa: F401  (starts Numba's thread pool first)
+from minimaskrcnn.nn import _conv_kernels  # noqa: F401  (sets Numba's threading layer first)
 
 
 @njit(cache=True, parallel=True)

@@ -56,7 +56,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from minimaskrcnn.nn import _conv_kernels  # noqa: F401  (starts Numba's thread pool first)
+from minimaskrcnn.nn import _conv_kernels  # noqa: F401  (sets Numba's threading layer first)
 
 B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)

@@ -45,7 +45,7 @@ import numpy as np
 from numba import njit, prange
 
 from minimaskrcnn.nn import (
-    _conv_kernels,  # noqa: F401  (starts Numba's thread pool first)
+    _conv_kernels,  # noqa: F401  (sets Numba's threading layer first)
     _winograd,
 )
 
