@@ -112,9 +112,11 @@ def test_relu_gradcheck_and_golden():
         F.relu_forward(np.array([1, 2]))
 
 
-def test_relu_kernel_on_views_nan_and_the_cache(torch):
-    # The Numba pass: strided views, NaN (torch keeps it, and passes no gradient through it), -0.0,
-    # infinities; the cache is the output, which equals torch's relu.
+@pytest.mark.parametrize("kernel_size", [0, 1 << 40])  # the Numba pass, NumPy's
+def test_relu_kernel_on_views_nan_and_the_cache(torch, monkeypatch, kernel_size):
+    # Both writings: strided views, NaN (torch keeps it, and passes its gradient), -0.0, infinities;
+    # the cache is the output, which equals torch's relu.
+    monkeypatch.setattr(F, "RELU_KERNEL_SIZE", kernel_size)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((4, 6, 5)).transpose(2, 0, 1)[:, ::2]  # non-contiguous
     x[0, 0, :4] = [np.nan, -0.0, np.inf, -np.inf]
