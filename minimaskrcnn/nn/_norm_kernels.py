@@ -11,8 +11,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from minimaskrcnn.nn import _conv_kernels  # noqa: F401  (sets Numba's threading layer first)
-
 
 @njit(cache=True, parallel=True)
 def group_norm_forward(x, num_groups, gamma, beta, eps, out):

@@ -596,7 +596,7 @@ def winograd_backward(x: np.ndarray, dout: np.ndarray, w: np.ndarray, padding, v
                       need_dx: bool = True, need_dw: bool = True):
     """Both gradients of a stride-1 3×3 convolution by F(2×2, 3×3), sharing one transform of dout:
     (dx (N, C, H, W) or None, dW (K, C, 3, 3) or None) for x (N, C, H, W), dout (N, K, H', W') and
-    w (K, C, 3, 3); v the forward's transformed input, or None to recompute it.
+    w (K, C, 3, 3) (only read for dx); v the forward's transformed input, or None to recompute it.
 
     The forward is Y = Aᵀ M A per tile with M = Σ_c U ⊙ V, U = G g Gᵀ and V = Bᵀ d B; each step's
     adjoint, in reverse order:
@@ -641,8 +641,7 @@ def winograd_backward(x: np.ndarray, dout: np.ndarray, w: np.ndarray, padding, v
 def winograd_filter_grad(x: np.ndarray, dout: np.ndarray, padding) -> np.ndarray:
     """The filter gradient alone (``winograd_backward``'s dW, V recomputed): dW (K, C, 3, 3) for
     x (N, C, H, W) and dout (N, K, H', W'), as ``conv2d_backward``'s dW."""
-    w_shape = (dout.shape[1], x.shape[1], 3, 3)
-    return winograd_backward(x, dout, np.zeros(w_shape, x.dtype), padding, need_dx=False)[1]
+    return winograd_backward(x, dout, None, padding, need_dx=False)[1]
 
 
 def _winograd_filter_grad_reference(x: np.ndarray, dout: np.ndarray, padding, a_t: np.ndarray = A_T,

@@ -423,7 +423,8 @@ def winograd43_conv3x3(x: np.ndarray, w: np.ndarray, b, padding) -> np.ndarray:
 def winograd43_backward(x: np.ndarray, dout: np.ndarray, w: np.ndarray, padding, v=None,
                         need_dx: bool = True, need_dw: bool = True):
     """(dx or None, dW or None) of a stride-1 3×3 convolution by F(4×4, 3×3), for x (N, C, H, W),
-    dout (N, K, H', W'), w (K, C, 3, 3) and v the forward's transformed input (None: recomputed).
+    dout (N, K, H', W'), w (K, C, 3, 3) (only read for dx) and v the forward's transformed input
+    (None: recomputed).
     Each step's adjoint in reverse, both gradients sharing dM (as ``_winograd.winograd_backward``):
 
     1. dM = A dY Aᵀ for every tile and output channel, (36, K, P) (zero for the junk tiles);
@@ -461,8 +462,7 @@ def winograd43_backward(x: np.ndarray, dout: np.ndarray, w: np.ndarray, padding,
 def winograd43_filter_grad(x: np.ndarray, dout: np.ndarray, padding) -> np.ndarray:
     """The filter gradient alone (``winograd43_backward``'s dW, V recomputed): dW (K, C, 3, 3) for
     x (N, C, H, W) and dout (N, K, H', W')."""
-    w_shape = (dout.shape[1], x.shape[1], 3, 3)
-    return winograd43_backward(x, dout, np.zeros(w_shape, x.dtype), padding, need_dx=False)[1]
+    return winograd43_backward(x, dout, None, padding, need_dx=False)[1]
 
 
 # ---- the readable references: the formulas, tile by tile --------------------------------------------

@@ -25,7 +25,6 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from minimaskrcnn.nn import _conv_kernels  # noqa: F401  (sets Numba's threading layer first)
 from minimaskrcnn.ops._roi_common import (
     check_backend,
     check_features,

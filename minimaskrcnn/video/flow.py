@@ -28,8 +28,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from minimaskrcnn.nn import _conv_kernels  # noqa: F401  (sets Numba's threading layer first)
-
 __all__ = ["lucas_kanade", "warp", "forward_backward_consistency", "to_float_image", "downsample",
            "upsample_flow", "working_factor", "gaussian_blur"]
 

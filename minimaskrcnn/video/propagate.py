@@ -22,7 +22,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from minimaskrcnn.nn import _conv_kernels  # noqa: F401  (sets Numba's threading layer first)
 from minimaskrcnn.video.common import ColourModel, box_sum, check_inputs, near_boundary, one_hot
 from minimaskrcnn.video.flow import (
     downsample,
