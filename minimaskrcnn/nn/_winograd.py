@@ -57,6 +57,7 @@ import numpy as np
 from numba import njit, prange
 
 from minimaskrcnn.nn import _conv_kernels  # noqa: F401  (sets Numba's threading layer first)
+from minimaskrcnn.nn._stacked import stacked_matmul
 
 B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
@@ -579,7 +580,7 @@ def winograd_forward(x: np.ndarray, w: np.ndarray, b, padding, keep_v: bool = Fa
     keep = keep_v and 16 * c * n * th * tw * x.itemsize <= KEEP_V_BYTES
     v = _transformed_input(x, ph, pw, th, tw, inner, keep)
     m = _workspace("winograd_m", (16, k, n * th * tw), x.dtype)
-    np.matmul(u, v, out=m)
+    stacked_matmul(u, v, out=m)
     out = np.empty((n, k, hout, wout), x.dtype)
     bias = b if b is not None else np.empty(0, x.dtype)
     (_output_transform_maps_inner_kernel if inner else _output_transform_kernel)(m, bias, out, th, tw)
@@ -625,14 +626,14 @@ def winograd_backward(x: np.ndarray, dout: np.ndarray, w: np.ndarray, padding, v
     dx = dw = None
     if need_dx:
         dv = _workspace("winograd_v", (16, c, n * th * tw), x.dtype)
-        np.matmul(filter_transform(w).transpose(0, 2, 1), dm, out=dv)  # 2.
+        stacked_matmul(filter_transform(w).transpose(0, 2, 1), dm, out=dv)  # 2.
         dx = np.empty_like(x)
         (_input_transform_adjoint_maps_inner_kernel if inner else _input_transform_adjoint_kernel)(
             dv, dx, ph, pw, th, tw)  # 3.
     if need_dw:
         if v is None:
             v = _transformed_input(x, ph, pw, th, tw, inner)  # 4.
-        du = np.matmul(dm, v.transpose(0, 2, 1))  # 5.
+        du = stacked_matmul(dm, v.transpose(0, 2, 1))  # 5.
         dw = np.empty((k, c, 3, 3), x.dtype)
         _filter_transform_adjoint_kernel(du, dw)  # 6.
     return dx, dw

@@ -48,6 +48,7 @@ from minimaskrcnn.nn import (
     _conv_kernels,  # noqa: F401  (sets Numba's threading layer first)
     _winograd,
 )
+from minimaskrcnn.nn._stacked import stacked_matmul
 
 B_T = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
                 [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=np.float64)
@@ -409,7 +410,7 @@ def winograd43_forward(x: np.ndarray, w: np.ndarray, b, padding, keep_v: bool = 
     u = filter_transform(w)  # 1.
     v = _transformed_input(x, ph, pw, th, tw, keep)  # 2.
     m = _workspace("winograd_m", (36, k, v.shape[2]), x.dtype)
-    np.matmul(u, v, out=m)  # 3.
+    stacked_matmul(u, v, out=m)  # 3.
     out = np.empty((n, k, hout, wout), x.dtype)
     _output_transform_kernel(m, b if b is not None else np.empty(0, x.dtype), out, th, tw)  # 4.
     return out, (v if keep else None)
@@ -446,14 +447,14 @@ def winograd43_backward(x: np.ndarray, dout: np.ndarray, w: np.ndarray, padding,
     dx = dw = None
     if need_dx:
         dv = _workspace("winograd_v", (36, c, p), x.dtype)
-        np.matmul(filter_transform(w).transpose(0, 2, 1), dm, out=dv)  # 2.
+        stacked_matmul(filter_transform(w).transpose(0, 2, 1), dm, out=dv)  # 2.
         dx = np.empty_like(x)
         _input_transform_adjoint_kernel(dv, dx, ph, pw, th, tw)  # 3.
     if need_dw:
         if v is None:
             v = _transformed_input(x, ph, pw, th, tw)  # 4.
         du = _workspace("winograd_du", (36, k, c), x.dtype)
-        np.matmul(dm, v.transpose(0, 2, 1), out=du)  # 5.
+        stacked_matmul(dm, v.transpose(0, 2, 1), out=du)  # 5.
         dw = np.empty((k, c, 3, 3), x.dtype)
         _filter_transform_adjoint_kernel(du, dw)  # 6.
     return dx, dw
