@@ -35,6 +35,7 @@ from minimaskrcnn._checks import float_array, pair
 from minimaskrcnn.nn import _conv_kernels as _k
 from minimaskrcnn.nn import _winograd, _winograd43
 from minimaskrcnn.nn._args import _out_size, _param, _same_dtype
+from minimaskrcnn.nn._launch import sized
 
 CONV_METHODS = ("auto", "im2col", "col2im", "naive", "winograd", "winograd4")
 
@@ -268,7 +269,7 @@ def _conv2d_im2col_forward(x, w, b, geometry, shortcuts=True):
     for n0, n1 in _chunks(n_batch, length):
         # 1. Receptive fields → columns: cols[(c, i, j), (n, y, x)] for the images of this chunk.
         cols = _workspace("cols", (c_in * kh * kw, n1 - n0, length), x.dtype)
-        _k.im2col(x[n0:n1], cols, kh, kw, sh, sw, ph, pw, dh, dw, hout, wout)
+        sized(_k.im2col, cols.size)(x[n0:n1], cols, kh, kw, sh, sw, ph, pw, dh, dw, hout, wout)
         cols = cols.reshape(cols.shape[0], -1)
         # 2. The convolution as one matrix product: (C_out, C_in·kH·kW) @ (C_in·kH·kW, n·H'·W').
         if n1 - n0 == 1:
@@ -279,7 +280,7 @@ def _conv2d_im2col_forward(x, w, b, geometry, shortcuts=True):
             prod = _workspace("prod", (c_out, n1 - n0, length), x.dtype)
             np.matmul(w2, cols, out=prod.reshape(c_out, -1))
             # 3. (C_out, n, L) → (n, C_out, L), adding the bias on the way.
-            _k.cnl_to_nchw_bias(prod, bias, out[n0:n1])
+            sized(_k.cnl_to_nchw_bias, prod.size)(prod, bias, out[n0:n1])
     return out.reshape(n_batch, c_out, hout, wout)
 
 
@@ -329,13 +330,13 @@ def _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=True, need_dx=True, 
             d2 = dout3[n0]
         else:
             d2 = _workspace("dout", (c_out, n1 - n0, length), x.dtype)
-            _k.nchw_to_cnl(dout3[n0:n1], d2)
+            sized(_k.nchw_to_cnl, d2.size)(dout3[n0:n1], d2)
             d2 = d2.reshape(c_out, -1)
         cols_shape = (c_in * kh * kw, n1 - n0, length)
         if need_dw:
             # 2. Rebuild the forward's columns (not kept in the cache, see conv2d_forward).
             cols = _workspace("cols", cols_shape, x.dtype)
-            _k.im2col(x[n0:n1], cols, kh, kw, sh, sw, ph, pw, dh, dw, hout, wout)
+            sized(_k.im2col, cols.size)(x[n0:n1], cols, kh, kw, sh, sw, ph, pw, dh, dw, hout, wout)
             # 3. dW += dout · colsᵀ (computed as its transpose cols · doutᵀ).
             dw2t += cols.reshape(cols.shape[0], -1) @ d2.T
         if not scatter_dx:
@@ -343,7 +344,7 @@ def _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=True, need_dx=True, 
         # 4. dcols = Wᵀ · dout, then columns → image: add each entry back where im2col read it.
         dcols = _workspace("dcols", cols_shape, x.dtype)
         np.matmul(w2.T, d2, out=dcols.reshape(cols_shape[0], -1))
-        _k.col2im(dcols, dx[n0:n1], kh, kw, sh, sw, ph, pw, dh, dw, hout, wout)
+        sized(_k.col2im, dcols.size)(dcols, dx[n0:n1], kh, kw, sh, sw, ph, pw, dh, dw, hout, wout)
     return dx, (np.ascontiguousarray(dw2t.T).reshape(w.shape) if need_dw else None)
 
 
@@ -425,18 +426,20 @@ def conv_transpose2d_backward(dout, cache):
     #    input grid (H × W positions).
     dcols = _workspace("cols", (c_out * kh * kw, n_batch, length), x.dtype)
     if method != "col2im" and _is_tiling(w, geometry):
-        _k.gather_stamps(np.ascontiguousarray(dout), dcols, kh, kw)  # kernel = stride: a copy
+        # kernel = stride: a copy
+        sized(_k.gather_stamps, dcols.size)(np.ascontiguousarray(dout), dcols, kh, kw)
     else:
-        _k.im2col(np.ascontiguousarray(dout), dcols, kh, kw, sh, sw, ph, pw, 1, 1, height, width)
+        sized(_k.im2col, dcols.size)(np.ascontiguousarray(dout), dcols, kh, kw, sh, sw, ph, pw, 1, 1,
+                                     height, width)
     dcols = dcols.reshape(c_out * kh * kw, -1)
     # 2. x in the same column layout (C_in, N·H·W), then two matrix products.
     xc = _workspace("dout", (c_in, n_batch, length), x.dtype)
-    _k.nchw_to_cnl(np.ascontiguousarray(x).reshape(n_batch, c_in, length), xc)
+    sized(_k.nchw_to_cnl, xc.size)(np.ascontiguousarray(x).reshape(n_batch, c_in, length), xc)
     xc = xc.reshape(c_in, -1)
     dw = (xc @ dcols.T).reshape(w.shape)
     dxc = w2 @ dcols  # (C_in, N·H·W)
     dx = np.empty((n_batch, c_in, length), dtype=x.dtype)
-    _k.cnl_to_nchw_bias(dxc.reshape(c_in, n_batch, length), np.empty(0, x.dtype), dx)
+    sized(_k.cnl_to_nchw_bias, dx.size)(dxc.reshape(c_in, n_batch, length), np.empty(0, x.dtype), dx)
     return dx.reshape(x.shape), dw, db
 
 
@@ -497,7 +500,7 @@ def _conv_transpose2d_im2col_forward(x, w, b, geometry, shortcuts=True):
     # 1. x in column layout (C_in, N·H·W); every input pixel's contributions, one column each:
     #    cols = Wᵀ · x with W viewed as (C_in, C_out·kH·kW).
     xc = _workspace("dout", (c_in, n_batch, length), x.dtype)
-    _k.nchw_to_cnl(np.ascontiguousarray(x).reshape(n_batch, c_in, length), xc)
+    sized(_k.nchw_to_cnl, xc.size)(np.ascontiguousarray(x).reshape(n_batch, c_in, length), xc)
     w2 = w.reshape(c_in, c_out * kh * kw)
     cols = _workspace("dcols", (c_out * kh * kw, n_batch, length), x.dtype)
     np.matmul(w2.T, xc.reshape(c_in, -1), out=cols.reshape(c_out * kh * kw, -1))
@@ -505,10 +508,10 @@ def _conv_transpose2d_im2col_forward(x, w, b, geometry, shortcuts=True):
     if shortcuts and _is_tiling(w, geometry):
         # 2a. kernel = stride: the kernel stamps tile the output, so placing them (and adding the
         #     bias) is one copy; see _k.place_stamps for the equivalent transpose.
-        _k.place_stamps(cols, b if b is not None else np.empty(0, x.dtype), out, kh, kw)
+        sized(_k.place_stamps, cols.size)(cols, b if b is not None else np.empty(0, x.dtype), out, kh, kw)
         return out
     # 2b. general case: col2im sums the overlapping stamps (the adjoint of conv2d's im2col).
-    _k.col2im(cols, out, kh, kw, sh, sw, ph, pw, 1, 1, height, width)
+    sized(_k.col2im, cols.size)(cols, out, kh, kw, sh, sw, ph, pw, 1, 1, height, width)
     if b is not None:
         out += b[None, :, None, None]
     return out

@@ -31,6 +31,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from minimaskrcnn.nn._launch import serial_twin
+
 # Numba's threading layer. The default pick on a machine without TBB is OpenMP, whose worker threads
 # busy-wait between parallel regions; a convolution alternates Numba kernels with OpenBLAS matrix
 # products, whose own threads busy-wait too, and the two pools then fight over the cores. Measured
@@ -274,3 +276,16 @@ def upsample_nearest_backward(dout, src_h, src_w, dx):
             src = dout[n, c, y]
             for col in range(src_w.shape[0]):
                 row[src_w[col]] += src[col]
+
+
+# Serial twins for small work (``minimaskrcnn.nn._launch.sized`` picks between the two).
+im2col_serial = serial_twin(im2col)
+col2im_serial = serial_twin(col2im)
+nchw_to_cnl_serial = serial_twin(nchw_to_cnl)
+cnl_to_nchw_bias_serial = serial_twin(cnl_to_nchw_bias)
+place_stamps_serial = serial_twin(place_stamps)
+gather_stamps_serial = serial_twin(gather_stamps)
+max_pool2d_forward_serial = serial_twin(max_pool2d_forward)
+max_pool2d_backward_serial = serial_twin(max_pool2d_backward)
+upsample_nearest_forward_serial = serial_twin(upsample_nearest_forward)
+upsample_nearest_backward_serial = serial_twin(upsample_nearest_backward)

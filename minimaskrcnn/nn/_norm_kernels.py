@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from minimaskrcnn.nn._launch import serial_twin
+
 
 @njit(cache=True, parallel=True)
 def group_norm_forward(x, num_groups, gamma, beta, eps, out):
@@ -90,3 +92,8 @@ def group_norm_backward(dout, x, mean, rstd, gamma, dx):
                 xhat = (x[n, c, s] - mu) * r
                 dx[n, c, s] = r * (gm * dout[n, c, s] - g_mean - xhat * g_xhat_mean)
     return sum_dy_xhat, sum_dy
+
+
+# Serial twins for small work (``minimaskrcnn.nn._launch.sized`` picks between the two).
+group_norm_forward_serial = serial_twin(group_norm_forward)
+group_norm_backward_serial = serial_twin(group_norm_backward)

@@ -57,6 +57,7 @@ import numpy as np
 from numba import njit, prange
 
 from minimaskrcnn.nn import _conv_kernels  # noqa: F401  (sets Numba's threading layer first)
+from minimaskrcnn.nn._launch import serial_twin, sized
 from minimaskrcnn.nn._stacked import stacked_matmul
 
 B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
@@ -151,7 +152,7 @@ def _output_transform(m: np.ndarray) -> np.ndarray:
 def filter_transform(w: np.ndarray) -> np.ndarray:
     """U = G g Gᵀ for every filter g = w[k, c]: (K, C, 3, 3) -> (16, K, C), position ξ·4 + ν first."""
     u = np.empty((16,) + w.shape[:2], w.dtype)
-    _filter_transform_kernel(np.ascontiguousarray(w), u)
+    sized(_filter_transform_kernel, u.size)(np.ascontiguousarray(w), u)
     return u
 
 
@@ -556,7 +557,8 @@ def _transformed_input(x: np.ndarray, ph: int, pw: int, th: int, tw: int, inner:
 
     shape = (16, x.shape[1], x.shape[0] * th * tw)
     v = np.empty(shape, x.dtype) if keep else _workspace("winograd_v", shape, x.dtype)
-    (_input_transform_maps_inner_kernel if inner else _input_transform_kernel)(x, v, ph, pw, th, tw)
+    kernel = _input_transform_maps_inner_kernel if inner else _input_transform_kernel
+    sized(kernel, v.size)(x, v, ph, pw, th, tw)
     return v
 
 
@@ -583,7 +585,8 @@ def winograd_forward(x: np.ndarray, w: np.ndarray, b, padding, keep_v: bool = Fa
     stacked_matmul(u, v, out=m)
     out = np.empty((n, k, hout, wout), x.dtype)
     bias = b if b is not None else np.empty(0, x.dtype)
-    (_output_transform_maps_inner_kernel if inner else _output_transform_kernel)(m, bias, out, th, tw)
+    kernel = _output_transform_maps_inner_kernel if inner else _output_transform_kernel
+    sized(kernel, m.size)(m, bias, out, th, tw)
     return out, (v if keep else None)
 
 
@@ -622,20 +625,20 @@ def winograd_backward(x: np.ndarray, dout: np.ndarray, w: np.ndarray, padding, v
     inner = maps_inner(n, tw)  # the tile order; V, dV and dM must agree with the forward's
     dm = _workspace("winograd_m", (16, k, n * th * tw), x.dtype)
     adjoint = _output_transform_adjoint_maps_inner_kernel if inner else _output_transform_adjoint_kernel
-    adjoint(np.ascontiguousarray(dout), dm, th, tw)  # 1.
+    sized(adjoint, dm.size)(np.ascontiguousarray(dout), dm, th, tw)  # 1.
     dx = dw = None
     if need_dx:
         dv = _workspace("winograd_v", (16, c, n * th * tw), x.dtype)
         stacked_matmul(filter_transform(w).transpose(0, 2, 1), dm, out=dv)  # 2.
         dx = np.empty_like(x)
-        (_input_transform_adjoint_maps_inner_kernel if inner else _input_transform_adjoint_kernel)(
-            dv, dx, ph, pw, th, tw)  # 3.
+        adjoint = _input_transform_adjoint_maps_inner_kernel if inner else _input_transform_adjoint_kernel
+        sized(adjoint, dv.size)(dv, dx, ph, pw, th, tw)  # 3.
     if need_dw:
         if v is None:
             v = _transformed_input(x, ph, pw, th, tw, inner)  # 4.
         du = stacked_matmul(dm, v.transpose(0, 2, 1))  # 5.
         dw = np.empty((k, c, 3, 3), x.dtype)
-        _filter_transform_adjoint_kernel(du, dw)  # 6.
+        sized(_filter_transform_adjoint_kernel, du.size)(du, dw)  # 6.
     return dx, dw
 
 
@@ -733,3 +736,16 @@ def _winograd_reference(x: np.ndarray, w: np.ndarray, b, padding) -> np.ndarray:
     if b is not None:
         out = out + np.asarray(b).reshape(1, k, 1, 1)
     return out.astype(x.dtype)
+
+
+# Serial twins for small work (``minimaskrcnn.nn._launch.sized`` picks between the two).
+_filter_transform_kernel_serial = serial_twin(_filter_transform_kernel)
+_input_transform_kernel_serial = serial_twin(_input_transform_kernel)
+_output_transform_kernel_serial = serial_twin(_output_transform_kernel)
+_output_transform_adjoint_kernel_serial = serial_twin(_output_transform_adjoint_kernel)
+_input_transform_adjoint_kernel_serial = serial_twin(_input_transform_adjoint_kernel)
+_input_transform_maps_inner_kernel_serial = serial_twin(_input_transform_maps_inner_kernel)
+_output_transform_maps_inner_kernel_serial = serial_twin(_output_transform_maps_inner_kernel)
+_output_transform_adjoint_maps_inner_kernel_serial = serial_twin(_output_transform_adjoint_maps_inner_kernel)
+_input_transform_adjoint_maps_inner_kernel_serial = serial_twin(_input_transform_adjoint_maps_inner_kernel)
+_filter_transform_adjoint_kernel_serial = serial_twin(_filter_transform_adjoint_kernel)

@@ -48,6 +48,7 @@ from minimaskrcnn.nn import (
     _conv_kernels,  # noqa: F401  (sets Numba's threading layer first)
     _winograd,
 )
+from minimaskrcnn.nn._launch import serial_twin, sized
 from minimaskrcnn.nn._stacked import stacked_matmul
 
 B_T = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
@@ -105,7 +106,7 @@ def _filter_transform_kernel(w, u):
 def filter_transform(w: np.ndarray) -> np.ndarray:
     """U = G g Gᵀ for every filter: (K, C, 3, 3) -> (36, K, C), position 6ξ + ν first."""
     u = np.empty((36,) + w.shape[:2], w.dtype)
-    _filter_transform_kernel(np.ascontiguousarray(w), u)
+    sized(_filter_transform_kernel, u.size)(np.ascontiguousarray(w), u)
     return u
 
 
@@ -384,7 +385,7 @@ def _transformed_input(x: np.ndarray, ph: int, pw: int, th: int, tw: int, keep: 
 
     shape = (36, x.shape[1], x.shape[0] * th * tile_stride(tw))
     v = np.empty(shape, x.dtype) if keep else _workspace("winograd_v", shape, x.dtype)
-    _input_transform_kernel(x, v, ph, pw, th, tw)
+    sized(_input_transform_kernel, v.size)(x, v, ph, pw, th, tw)
     return v
 
 
@@ -412,7 +413,8 @@ def winograd43_forward(x: np.ndarray, w: np.ndarray, b, padding, keep_v: bool = 
     m = _workspace("winograd_m", (36, k, v.shape[2]), x.dtype)
     stacked_matmul(u, v, out=m)  # 3.
     out = np.empty((n, k, hout, wout), x.dtype)
-    _output_transform_kernel(m, b if b is not None else np.empty(0, x.dtype), out, th, tw)  # 4.
+    bias = b if b is not None else np.empty(0, x.dtype)
+    sized(_output_transform_kernel, m.size)(m, bias, out, th, tw)  # 4.
     return out, (v if keep else None)
 
 
@@ -443,20 +445,20 @@ def winograd43_backward(x: np.ndarray, dout: np.ndarray, w: np.ndarray, padding,
     x = np.ascontiguousarray(x)
     p = n * th * tile_stride(tw)
     dm = _workspace("winograd_m", (36, k, p), x.dtype)
-    _output_transform_adjoint_kernel(np.ascontiguousarray(dout), dm, th, tw)  # 1.
+    sized(_output_transform_adjoint_kernel, dm.size)(np.ascontiguousarray(dout), dm, th, tw)  # 1.
     dx = dw = None
     if need_dx:
         dv = _workspace("winograd_v", (36, c, p), x.dtype)
         stacked_matmul(filter_transform(w).transpose(0, 2, 1), dm, out=dv)  # 2.
         dx = np.empty_like(x)
-        _input_transform_adjoint_kernel(dv, dx, ph, pw, th, tw)  # 3.
+        sized(_input_transform_adjoint_kernel, dv.size)(dv, dx, ph, pw, th, tw)  # 3.
     if need_dw:
         if v is None:
             v = _transformed_input(x, ph, pw, th, tw)  # 4.
         du = _workspace("winograd_du", (36, k, c), x.dtype)
         stacked_matmul(dm, v.transpose(0, 2, 1), out=du)  # 5.
         dw = np.empty((k, c, 3, 3), x.dtype)
-        _filter_transform_adjoint_kernel(du, dw)  # 6.
+        sized(_filter_transform_adjoint_kernel, du.size)(du, dw)  # 6.
     return dx, dw
 
 
@@ -504,3 +506,12 @@ def _winograd43_filter_grad_reference(x: np.ndarray, dout: np.ndarray, padding) 
     """``winograd43_filter_grad`` as the formulas, in loops: dW[k, c] = Gᵀ [Σ_tiles (A dY Aᵀ) ⊙
     (Bᵀ d B)] G with dY the tile's 4×4 block of dout (zeros past the output's edge)."""
     return _winograd._winograd_filter_grad_reference(x, dout, padding, A_T, B_T, G)
+
+
+# Serial twins for small work (``minimaskrcnn.nn._launch.sized`` picks between the two).
+_filter_transform_kernel_serial = serial_twin(_filter_transform_kernel)
+_filter_transform_adjoint_kernel_serial = serial_twin(_filter_transform_adjoint_kernel)
+_input_transform_kernel_serial = serial_twin(_input_transform_kernel)
+_input_transform_adjoint_kernel_serial = serial_twin(_input_transform_adjoint_kernel)
+_output_transform_kernel_serial = serial_twin(_output_transform_kernel)
+_output_transform_adjoint_kernel_serial = serial_twin(_output_transform_adjoint_kernel)

@@ -35,6 +35,7 @@ from minimaskrcnn.nn._conv import (  # noqa: F401 (re-exported)
     conv_transpose2d_backward,
     conv_transpose2d_forward,
 )
+from minimaskrcnn.nn._launch import sized
 
 __all__ = [
     "CONV_METHODS", "GROUP_NORM_METHODS", "clear_workspace",
@@ -160,7 +161,8 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
         raise ValueError(f"kernel_size {(kh, kw)} is larger than the padded input "
                          f"({height} + 2·{ph}, {width} + 2·{pw})")
     hout, wout = _out_size(height, kh, sh, ph, 1), _out_size(width, kw, sw, pw, 1)
-    out, argmax = _k.max_pool2d_forward(np.ascontiguousarray(x), kh, kw, sh, sw, ph, pw, hout, wout)
+    out, argmax = sized(_k.max_pool2d_forward, x.size)(np.ascontiguousarray(x), kh, kw, sh, sw, ph, pw,
+                                                       hout, wout)
     return out, (argmax, x.shape, x.dtype)
 
 
@@ -173,7 +175,8 @@ def max_pool2d_backward(dout, cache):
         raise TypeError(f"dout must have the same dtype as x ({dtype}), got {dout.dtype}")
     if dout.shape != argmax.shape:
         raise ValueError(f"dout must have shape {argmax.shape}, got {dout.shape}")
-    return _k.max_pool2d_backward(np.ascontiguousarray(dout), argmax, shape[2], shape[3])
+    return sized(_k.max_pool2d_backward, int(np.prod(shape)))(np.ascontiguousarray(dout), argmax, shape[2],
+                                                             shape[3])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -217,8 +220,9 @@ def group_norm_forward(x, num_groups, gamma, beta, eps=1e-5, *, method: str = "n
         x3 = np.ascontiguousarray(x).reshape(n_batch, channels, int(np.prod(x.shape[2:])))
         out = np.empty_like(x3)
         none = np.empty(0, x.dtype)
-        mean, rstd = _nk.group_norm_forward(x3, int(num_groups), none if gamma is None else gamma,
-                                            none if beta is None else beta, float(eps), out)
+        mean, rstd = sized(_nk.group_norm_forward, x3.size)(
+            x3, int(num_groups), none if gamma is None else gamma, none if beta is None else beta, float(eps),
+            out)
         return out.reshape(x.shape), ("numba", x3, mean, rstd, gamma, beta is not None, x.shape)
     # 1. Statistics per (image, group) over the group's C/G channels × spatial positions.
     per_group = channels // num_groups * int(np.prod(x.shape[2:]))  # elements of one group
@@ -252,8 +256,8 @@ def group_norm_backward(dout, cache):
             raise ValueError(f"dout must have shape {shape}, got {dout.shape}")
         dx = np.empty_like(x3)
         gm = gamma if gamma is not None else np.empty(0, x3.dtype)
-        sum_dy_xhat, sum_dy = _nk.group_norm_backward(np.ascontiguousarray(dout).reshape(x3.shape), x3,
-                                                      mean, rstd, gm, dx)
+        sum_dy_xhat, sum_dy = sized(_nk.group_norm_backward, x3.size)(
+            np.ascontiguousarray(dout).reshape(x3.shape), x3, mean, rstd, gm, dx)
         dgamma = sum_dy_xhat.sum(axis=0).astype(x3.dtype) if gamma is not None else None
         dbeta = sum_dy.sum(axis=0).astype(x3.dtype) if has_beta else None
         return dx.reshape(shape), dgamma, dbeta
@@ -335,7 +339,7 @@ def upsample_nearest2d_forward(x, size):
         raise ValueError(f"x must have non-empty channel/spatial axes, got {x.shape}")
     src_h, src_w = nearest_source_index(height, out_h), nearest_source_index(width, out_w)
     out = np.empty(x.shape[:2] + (out_h, out_w), x.dtype)
-    _k.upsample_nearest_forward(np.ascontiguousarray(x), src_h, src_w, out)  # a parallel gather
+    sized(_k.upsample_nearest_forward, out.size)(np.ascontiguousarray(x), src_h, src_w, out)  # a gather
     return out, (x.shape, x.dtype, src_h, src_w)
 
 
@@ -351,7 +355,7 @@ def upsample_nearest2d_backward(dout, cache):
     if dout.shape != want:
         raise ValueError(f"dout must have shape {want}, got {dout.shape}")
     dx = np.empty(shape, dtype=dtype)
-    _k.upsample_nearest_backward(np.ascontiguousarray(dout), src_h, src_w, dx)
+    sized(_k.upsample_nearest_backward, dout.size)(np.ascontiguousarray(dout), src_h, src_w, dx)
     return dx
 
 

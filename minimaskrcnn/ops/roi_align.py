@@ -385,7 +385,10 @@ def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, a
         # transparent huge pages on large arrays, so first-touching a 100 MB output costs a few
         # page faults instead of tens of thousands (measured: about 3x less time writing it).
         buf = np.empty((rois.shape[0], x.shape[1], PH * PW), dtype=x.dtype)
-        out = _forward_numba(x, rois, T, T(scale), PH, PW, sr, aligned, nt, buf)
+        if rois.shape[0] == 0:  # an FPN level that received no RoI: no kernel (nor its layout copy)
+            out = buf.reshape(0, x.shape[1], PH, PW)
+        else:
+            out = _forward_numba(x, rois, T, T(scale), PH, PW, sr, aligned, nt, buf)
     return out.astype(dtype, copy=False)
 
 
@@ -432,6 +435,8 @@ def roi_align_backward(grad_output, boxes, input_shape, output_size, spatial_sca
         # The two gradient buffers come from numpy, not from inside the kernel: numpy's allocator
         # backs large arrays with huge pages, so the kernel's first writes fault far fewer pages
         # (as in ``roi_align``'s forward).
+        if rois.shape[0] == 0:  # no RoI: no gradient
+            return np.zeros((N, C, H, W), dtype=g.dtype).astype(dtype, copy=False)
         dxt = np.zeros((N, H * W, C), dtype=g.dtype)
         dx = np.empty((N, C, H, W), dtype=g.dtype)
         dx = _backward_numba(g, rois, T, T(scale), PH, PW, sr, aligned, block, dxt, dx)
