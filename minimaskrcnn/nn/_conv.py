@@ -235,16 +235,22 @@ def _is_pointwise(w, geometry) -> bool:
 # Columns per matrix product. Images are processed in chunks of about this many output positions:
 # enough for BLAS to run near peak, small enough that the column matrix of a chunk stays in cache
 # between im2col writing it and the product reading it. A chunk of one image needs no transposes:
-# its product lands directly in out[n] (C_out, H'·W').
+# its product lands directly in out[n] (C_out, H'·W'). Short columns (few input channels, as in the
+# stem's 3·3·3 = 27 rows) take more of them, up to CHUNK_BYTES of column matrix: each chunk costs its
+# own kernel starts and products, and the stem's 8 chunks of one 128×128 image each made its
+# forward + backward 6.6 ms instead of 4.7 as one chunk (2 cores).
 CHUNK_COLUMNS = 4096
+CHUNK_BYTES = 4 << 20
 
 
-def _chunks(n_batch: int, length: int):
-    """Split the batch into runs of images [n0, n1) of about CHUNK_COLUMNS output positions, as
-    evenly as possible (64 RoIs of 14×14 = 196 positions: 4 chunks of 16, not 21 + 21 + 21 + 1)."""
+def _chunks(n_batch: int, length: int, rows: int = 0, itemsize: int = 4):
+    """Split the batch into runs of images [n0, n1) of about CHUNK_COLUMNS output positions (more
+    when the column matrix has few ``rows``: up to CHUNK_BYTES of it), as evenly as possible
+    (64 RoIs of 14×14 = 196 positions: 4 chunks of 16, not 21 + 21 + 21 + 1)."""
     if n_batch == 0:
         return []
-    per_chunk = max(1, min(n_batch, -(-CHUNK_COLUMNS // length)))
+    columns = max(CHUNK_COLUMNS, CHUNK_BYTES // max(1, rows * itemsize))
+    per_chunk = max(1, min(n_batch, -(-columns // length)))
     n_chunks = -(-n_batch // per_chunk)
     per_chunk = -(-n_batch // n_chunks)
     return [(n0, min(n0 + per_chunk, n_batch)) for n0 in range(0, n_batch, per_chunk)]
@@ -266,7 +272,7 @@ def _conv2d_im2col_forward(x, w, b, geometry, shortcuts=True):
     x = np.ascontiguousarray(x)
     out = np.empty((n_batch, c_out, length), dtype=x.dtype)
     bias = b if b is not None else np.empty(0, x.dtype)
-    for n0, n1 in _chunks(n_batch, length):
+    for n0, n1 in _chunks(n_batch, length, c_in * kh * kw, x.itemsize):
         # 1. Receptive fields → columns: cols[(c, i, j), (n, y, x)] for the images of this chunk.
         cols = _workspace("cols", (c_in * kh * kw, n1 - n0, length), x.dtype)
         sized(_k.im2col, cols.size)(x[n0:n1], cols, kh, kw, sh, sw, ph, pw, dh, dw, hout, wout)
@@ -324,7 +330,7 @@ def _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=True, need_dx=True, 
     if not (need_dw or scatter_dx):
         return dx, None
     dw2t = np.zeros((w2.shape[1], c_out), dtype=x.dtype)  # dWᵀ: BLAS is faster in this orientation
-    for n0, n1 in _chunks(n_batch, length):
+    for n0, n1 in _chunks(n_batch, length, c_in * kh * kw, x.itemsize):
         # 1. dout of the chunk in the column layout (C_out, n·L), matching the forward's product.
         if n1 - n0 == 1:
             d2 = dout3[n0]

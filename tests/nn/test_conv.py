@@ -183,6 +183,7 @@ def test_conv2d_image_chunks_agree(monkeypatch, chunk_columns, method):
     # 5 images has 4·5 = 20 outputs, so the chunks are: 1 → one image each (the no-transpose path);
     # 40 → 2 + 2 + 1; 45 → 3 + 2 (ceil(45/20) = 3 per chunk); 1e9 → all five at once.
     monkeypatch.setattr(_conv, "CHUNK_COLUMNS", chunk_columns)
+    monkeypatch.setattr(_conv, "CHUNK_BYTES", 0)  # the columns are short: no wider chunks
     rng = np.random.default_rng(6)
     x, w, b = _conv_inputs(rng, (5, 2, 4, 5), (3, 2, 3, 3), True, np.float64)
     out, cache = F.conv2d_forward(x, w, b, 1, 1, method=method)
@@ -191,6 +192,18 @@ def test_conv2d_image_chunks_agree(monkeypatch, chunk_columns, method):
     dout = rng.standard_normal(out.shape)
     for g, r in zip(F.conv2d_backward(dout, cache), F.conv2d_backward(dout, ref_cache)):
         assert rel_error(g, r) <= 1e-12
+
+
+def test_chunks_widen_for_short_columns(monkeypatch):
+    monkeypatch.setattr(_conv, "CHUNK_COLUMNS", 4096)
+    monkeypatch.setattr(_conv, "CHUNK_BYTES", 4 << 20)
+    # 3·3·3 = 27 rows of float32: up to 38,836 columns, so eight 128×128 stride-2 maps (4096 each) in one.
+    assert _conv._chunks(8, 4096, 27, 4) == [(0, 8)]
+    # 32·3·3 = 288 rows: CHUNK_COLUMNS rules (4 maps of 1024 positions per chunk).
+    assert _conv._chunks(8, 1024, 288, 4) == [(0, 4), (4, 8)]
+    # float64 halves the columns that fit: 27 rows → 19,418 columns, 5 maps a chunk, evened to 4 + 4.
+    assert _conv._chunks(8, 4096, 27, 8) == [(0, 4), (4, 8)]
+    assert _conv._chunks(0, 4096, 27, 4) == []
 
 
 @pytest.mark.parametrize("method", F.CONV_METHODS)
