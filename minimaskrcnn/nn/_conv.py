@@ -100,15 +100,17 @@ def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, *, method: str = "a
       (textbook im2col/col2im), "naive" (loops), "winograd" or "winograd4" (F(2×2, 3×3) or F(4×4, 3×3)
       for stride-1 3×3 filters, "im2col" otherwise); see the module docstring.
     - keep_transform: a Winograd method keeps its transformed input V in the cache (up to
-      ``_winograd.KEEP_V_BYTES``), so that the backward need not recompute it; False when no backward
-      will follow (``Module.no_grad``), where V's scratch buffer is reused instead.
+      ``_winograd.KEEP_V_BYTES``), im2col its column matrix (up to ``KEEP_COLS_BYTES``), so that the
+      backward's filter gradient need not recompute them; False when no backward will follow
+      (``Module.no_grad``) or it needs no dW (a frozen filter), where their scratch buffers are reused.
 
     Output
     - out: (N, C_out, H', W') with H' = 1 + (H + 2·pad_h − dil_h·(kH − 1) − 1) // stride_h, same for W';
       out[n, o, y, x] = b[o] + Σ_{c,i,j} w[o, c, i, j] · x_pad[n, c, y·s_h + i·d_h, x·s_w + j·d_w].
-    - cache: what ``conv2d_backward`` needs (x and w are kept, not the column matrix: backward
-      rebuilds it, which costs one copy but keeps a network's memory at one activation per layer;
-      a Winograd method's V, 2.25–4 times x, only where it is small, see ``keep_transform``).
+    - cache: what ``conv2d_backward`` needs: x and w; the column matrix (kH·kW / stride² times x) or
+      a Winograd method's V (2.25–4 times x) only where it is small, see ``keep_transform``; larger
+      ones the backward rebuilds, which costs one copy but keeps a network's memory at one activation
+      per layer.
     """
     _check_method(method)
     x = float_array(x, "x", ndim=4)
@@ -138,7 +140,7 @@ def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, *, method: str = "a
     elif method in _WINOGRAD and _winograd.applies(w.shape, geometry):
         out, v = _winograd_tier(method)[0](x, w, b, (ph, pw), keep_transform)
     else:
-        out = _conv2d_im2col_forward(x, w, b, geometry, shortcuts=method != "col2im")
+        out, v = _conv2d_im2col_forward(x, w, b, geometry, method != "col2im", keep_transform)
     return out, (x, w, b is not None, geometry, v, method)
 
 
@@ -171,7 +173,7 @@ def conv2d_backward(dout, cache, *, need_dx: bool = True, need_dw: bool = True):
         dx, dw = _winograd_tier(method)[1](x, dout, w, geometry[2:4], v, need_dx, need_dw)
         return dx, dw, db
     dx, dw = _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=method != "col2im",
-                                     need_dx=need_dx, need_dw=need_dw)
+                                     need_dx=need_dx, need_dw=need_dw, cols=v)
     return dx, dw, db
 
 
@@ -256,7 +258,16 @@ def _chunks(n_batch: int, length: int, rows: int = 0, itemsize: int = 4):
     return [(n0, min(n0 + per_chunk, n_batch)) for n0 in range(0, n_batch, per_chunk)]
 
 
-def _conv2d_im2col_forward(x, w, b, geometry, shortcuts=True):
+# The forward keeps its column matrix for the backward's filter gradient (instead of rebuilding it
+# there) when the whole batch's is at most this large, as the Winograd tiers keep V: the shapes
+# backbone's stride-2 convolutions have 0.6–9.4 MB of it (the 8×32×64×64 one: 8.6 ms forward +
+# backward of which the rebuild took 1.0–2.3).
+KEEP_COLS_BYTES = 16 << 20
+
+
+def _conv2d_im2col_forward(x, w, b, geometry, shortcuts=True, keep_cols=False):
+    """out (N, C_out, H', W'), and the column matrix (C_in·kH·kW, N, H'·W') when ``keep_cols`` and it
+    is at most KEEP_COLS_BYTES (one chunk for the whole batch, in a fresh array), else None."""
     sh, sw, ph, pw, dh, dw, hout, wout = geometry
     n_batch, c_in = x.shape[:2]
     c_out, _, kh, kw = w.shape
@@ -268,13 +279,16 @@ def _conv2d_im2col_forward(x, w, b, geometry, shortcuts=True):
         out = np.matmul(w2, xs)
         if b is not None:
             out += b[:, None]
-        return out.reshape(n_batch, c_out, hout, wout)
+        return out.reshape(n_batch, c_out, hout, wout), None
     x = np.ascontiguousarray(x)
     out = np.empty((n_batch, c_out, length), dtype=x.dtype)
     bias = b if b is not None else np.empty(0, x.dtype)
-    for n0, n1 in _chunks(n_batch, length, c_in * kh * kw, x.itemsize):
+    rows = c_in * kh * kw
+    keep = keep_cols and rows * n_batch * length * x.itemsize <= KEEP_COLS_BYTES
+    kept = np.empty((rows, n_batch, length), x.dtype) if keep else None
+    for n0, n1 in [(0, n_batch)] if keep else _chunks(n_batch, length, rows, x.itemsize):
         # 1. Receptive fields → columns: cols[(c, i, j), (n, y, x)] for the images of this chunk.
-        cols = _workspace("cols", (c_in * kh * kw, n1 - n0, length), x.dtype)
+        cols = kept if keep else _workspace("cols", (rows, n1 - n0, length), x.dtype)
         sized(_k.im2col, cols.size)(x[n0:n1], cols, kh, kw, sh, sw, ph, pw, dh, dw, hout, wout)
         cols = cols.reshape(cols.shape[0], -1)
         # 2. The convolution as one matrix product: (C_out, C_in·kH·kW) @ (C_in·kH·kW, n·H'·W').
@@ -287,10 +301,12 @@ def _conv2d_im2col_forward(x, w, b, geometry, shortcuts=True):
             np.matmul(w2, cols, out=prod.reshape(c_out, -1))
             # 3. (C_out, n, L) → (n, C_out, L), adding the bias on the way.
             sized(_k.cnl_to_nchw_bias, prod.size)(prod, bias, out[n0:n1])
-    return out.reshape(n_batch, c_out, hout, wout)
+    return out.reshape(n_batch, c_out, hout, wout), kept
 
 
-def _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=True, need_dx=True, need_dw=True):
+def _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=True, need_dx=True, need_dw=True, cols=None):
+    """(dx or None, dW or None); ``cols`` the forward's kept column matrix (C_in·kH·kW, N, H'·W'), or
+    None to rebuild it chunk by chunk."""
     sh, sw, ph, pw, dh, dw, hout, wout = geometry
     n_batch, c_in, height, width = x.shape
     c_out, _, kh, kw = w.shape
@@ -323,14 +339,16 @@ def _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=True, need_dx=True, 
         # padded by d·(k − 1) − pad. Same FLOPs as col2im, but an im2col copy instead of a scatter.
         w_flip = _flipped_filters(w)
         geometry_dx = (1, 1, dh * (kh - 1) - ph, dw * (kw - 1) - pw, dh, dw, height, width)
-        dx = _conv2d_im2col_forward(dout3.reshape(dout.shape), w_flip, None, geometry_dx)
+        dx = _conv2d_im2col_forward(dout3.reshape(dout.shape), w_flip, None, geometry_dx)[0]
     else:
         dx = np.empty_like(x)
     scatter_dx = need_dx and not dx_by_conv
     if not (need_dw or scatter_dx):
         return dx, None
     dw2t = np.zeros((w2.shape[1], c_out), dtype=x.dtype)  # dWᵀ: BLAS is faster in this orientation
-    for n0, n1 in _chunks(n_batch, length, c_in * kh * kw, x.itemsize):
+    kept = cols
+    chunks = [(0, n_batch)] if kept is not None else _chunks(n_batch, length, c_in * kh * kw, x.itemsize)
+    for n0, n1 in chunks:
         # 1. dout of the chunk in the column layout (C_out, n·L), matching the forward's product.
         if n1 - n0 == 1:
             d2 = dout3[n0]
@@ -340,9 +358,11 @@ def _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=True, need_dx=True, 
             d2 = d2.reshape(c_out, -1)
         cols_shape = (c_in * kh * kw, n1 - n0, length)
         if need_dw:
-            # 2. Rebuild the forward's columns (not kept in the cache, see conv2d_forward).
-            cols = _workspace("cols", cols_shape, x.dtype)
-            sized(_k.im2col, cols.size)(x[n0:n1], cols, kh, kw, sh, sw, ph, pw, dh, dw, hout, wout)
+            # 2. The forward's columns: kept by it, or rebuilt here.
+            cols = kept
+            if cols is None:
+                cols = _workspace("cols", cols_shape, x.dtype)
+                sized(_k.im2col, cols.size)(x[n0:n1], cols, kh, kw, sh, sw, ph, pw, dh, dw, hout, wout)
             # 3. dW += dout · colsᵀ (computed as its transpose cols · doutᵀ).
             dw2t += cols.reshape(cols.shape[0], -1) @ d2.T
         if not scatter_dx:

@@ -385,7 +385,7 @@ class Conv2d(Module):
     def forward(self, x):
         out, cache = F.conv2d_forward(x, self.weight.data, None if self.bias is None else self.bias.data,
                                       self.stride, self.padding, self.dilation,
-                                      keep_transform=self._record)
+                                      keep_transform=self._record and self.weight.requires_grad)
         self._push(cache)
         return out
 

@@ -194,6 +194,50 @@ def test_conv2d_image_chunks_agree(monkeypatch, chunk_columns, method):
         assert rel_error(g, r) <= 1e-12
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_forward_keeps_the_columns_only_up_to_the_budget(monkeypatch, stride):
+    # The im2col forward keeps its column matrix (C·kH·kW, N, H'·W') for the backward's dW when it
+    # is at most KEEP_COLS_BYTES (else the backward rebuilds it); 1×1 convolutions have none, and
+    # keep_transform=False keeps nothing. The gradients do not depend on which.
+    rng = np.random.default_rng(12)
+    x, w, b = _conv_inputs(rng, (3, 2, 7, 6), (4, 2, 3, 3), True, np.float64)
+    out_h, out_w = (7 + 2 - 3) // stride + 1, (6 + 2 - 3) // stride + 1
+    cols_bytes = 2 * 9 * 3 * out_h * out_w * 8
+    ref_out, ref_cache = F.conv2d_forward(x, w, b, stride, 1, method="naive")
+    dout = rng.standard_normal(ref_out.shape)
+    ref = F.conv2d_backward(dout, ref_cache)
+    for budget, keep, kept in ((cols_bytes, True, True), (cols_bytes - 1, True, False),
+                               (cols_bytes, False, False)):
+        monkeypatch.setattr(_conv, "KEEP_COLS_BYTES", budget)
+        monkeypatch.setattr(_conv, "CHUNK_COLUMNS", 1)  # rebuilt columns come in chunks of one image
+        monkeypatch.setattr(_conv, "CHUNK_BYTES", 0)
+        out, cache = F.conv2d_forward(x, w, b, stride, 1, method="im2col", keep_transform=keep)
+        assert rel_error(out, ref_out) <= 1e-12
+        assert (cache[4] is not None) == kept, (budget, keep)
+        if kept:
+            assert cache[4].shape == (2 * 9, 3, out_h * out_w)
+        for g, r in zip(F.conv2d_backward(dout, cache), ref):
+            assert rel_error(g, r) <= 1e-12
+        assert F.conv2d_backward(dout, cache, need_dx=False)[0] is None
+    _, cache = F.conv2d_forward(x, rng.standard_normal((4, 2, 1, 1)), None, stride, 0, method="im2col")
+    assert cache[4] is None  # a 1×1 convolution multiplies x itself
+
+
+def test_a_frozen_conv_layer_keeps_no_transform():
+    from minimaskrcnn.nn.layers import Conv2d
+
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((2, 3, 6, 6))
+    for frozen in (False, True):
+        layer = Conv2d(3, 4, 3, stride=2, padding=1, rng=np.random.default_rng(0))
+        layer.weight.data = layer.weight.data.astype(np.float64)
+        layer.bias.data = layer.bias.data.astype(np.float64)
+        layer.weight.requires_grad = not frozen
+        layer(x)
+        cache = layer._pop()
+        assert (cache[4] is None) == frozen
+
+
 def test_chunks_widen_for_short_columns(monkeypatch):
     monkeypatch.setattr(_conv, "CHUNK_COLUMNS", 4096)
     monkeypatch.setattr(_conv, "CHUNK_BYTES", 4 << 20)
