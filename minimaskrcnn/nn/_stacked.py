@@ -25,9 +25,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-# Below this many floating-point operations a stack runs as one np.matmul: handing half of it to
-# another thread costs tens of microseconds (a product of 2 MFLOP takes ~20 µs).
-MIN_SPLIT_FLOPS = 8_000_000
+# Below this many floating-point operations a stack runs as one np.matmul. Handing half of it to
+# another thread costs 20–50 µs, and stacks of small products ran slower split on 2 cores: the three
+# stacks of a 128-channel 8×8 F(2×2) layer (16 products of 4 MFLOP, 67 MFLOP a stack) 1.5x slower,
+# a 64-channel 16×16 layer's (16 × 5 MFLOP) 1.15x; the mask head's (366 MFLOP) 0.72–0.84x.
+MIN_SPLIT_FLOPS = 100_000_000
 
 
 class _OpenBLASThreads:
