@@ -31,15 +31,16 @@ _TWINS: dict = {}
 
 def serial_twin(kernel):
     """The serial twin of a parallel Numba kernel (a dispatcher compiled from the same Python
-    function without ``parallel=True``); registered for ``sized``. Its own name (``<name>_serial``)
-    gives it its own on-disk cache entry."""
+    function with the same options, less ``parallel=True``); registered for ``sized``. Its own name
+    (``<name>_serial``) gives it its own on-disk cache entry."""
     fn = kernel.py_func
+    options = {k: v for k, v in kernel.targetoptions.items() if k not in ("parallel", "nopython")}
     twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial", fn.__defaults__,
                               fn.__closure__)
     twin.__qualname__ = fn.__qualname__ + "_serial"
     twin.__module__ = fn.__module__
     twin.__doc__ = f"``{fn.__name__}`` run serially (see ``minimaskrcnn.nn._launch``)."
-    compiled = njit(cache=True)(twin)
+    compiled = njit(cache=True, **options)(twin)
     _TWINS[kernel] = compiled
     return compiled
 
