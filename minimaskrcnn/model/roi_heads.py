@@ -246,15 +246,14 @@ class RoIHeads(Module):
         d_reg[pos, labels[pos]] = d_pos / n_sampled
         losses = {"loss_classifier": loss_cls, "loss_box_reg": loss_box / n_sampled}
         # Mask branch on the positives of every image
-        mask_rois, mask_labels, mask_targets = [], [], []
+        mask_rois, mask_labels, positives = [], [], []
         for (props, lab, matched, _), t in zip(sampled, targets):
             p = np.flatnonzero(lab > 0)
             mask_rois.append(props[p])
             mask_labels.append(lab[p])
             if p.size:
-                M = 2 * self.mask_cfg.output_size
-                mask_targets.append(project_masks_on_boxes(t["masks"], props[p], M, matched_idxs=matched[p],
-                                                           aligned=self.mask_cfg.targets_aligned))
+                positives.append((t["masks"], props[p], matched[p]))
+        mask_targets = self._mask_targets(positives)
         mask_labels = np.concatenate(mask_labels)
         mask_cache = None
         if mask_labels.size:
@@ -269,6 +268,31 @@ class RoIHeads(Module):
         self._push(((d_cls, d_reg.reshape(box_regression.shape)), pool_cache, mask_cache,
                             [f.shape for f in features]))
         return losses
+
+    def _mask_targets(self, positives: list) -> list:
+        """The M×M mask targets of every positive RoI, in order: ``positives`` holds, per image with
+        positives, (gt_masks (K, H, W), boxes (P, 4), matched GT index (P,)). Consecutive images whose
+        masks have the same size share one RoIAlign call (their masks stacked, the indices shifted):
+        the same targets as one call per image, at the cost of one."""
+        M = 2 * self.mask_cfg.output_size
+        out, run = [], []
+
+        def flush():
+            if run:
+                masks = np.concatenate([m for m, _, _ in run])
+                offsets = np.cumsum([0] + [m.shape[0] for m, _, _ in run[:-1]])
+                boxes = np.concatenate([b for _, b, _ in run])
+                matched = np.concatenate([idx + off for (_, _, idx), off in zip(run, offsets)])
+                out.append(project_masks_on_boxes(masks, boxes, M, matched_idxs=matched,
+                                                  aligned=self.mask_cfg.targets_aligned))
+                run.clear()
+
+        for item in positives:
+            if run and item[0].shape[1:] != run[0][0].shape[1:]:
+                flush()
+            run.append(item)
+        flush()
+        return out
 
     def backward(self, dout=(1.0, 1.0, 1.0), features_grad: bool = True):
         """dout = upstream weights of (loss_classifier, loss_box_reg, loss_mask). Returns the

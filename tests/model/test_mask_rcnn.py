@@ -124,3 +124,26 @@ def test_roi_heads_with_no_roi_at_all():
     grads = model.roi_heads.backward()
     assert all(np.all(g == 0) for g in grads)
     model.clear_cache()
+
+
+def test_mask_targets_of_a_batch_equal_one_call_per_image():
+    """Consecutive images whose masks have one size share a RoIAlign call; the targets equal those of
+    one ``project_masks_on_boxes`` call per image, in order, also when the sizes change mid-batch."""
+    from minimaskrcnn.ops.masks import project_masks_on_boxes
+
+    model = MaskRCNN(tiny_config(), np.random.default_rng(0))
+    rng = np.random.default_rng(5)
+    positives = []
+    for k, p, size in ((2, 3, (40, 48)), (3, 2, (40, 48)), (1, 4, (32, 32)), (2, 1, (40, 48))):
+        masks = rng.random((k,) + size) > 0.5
+        xy = rng.uniform(0, 20, (p, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(2, 12, (p, 2))], axis=1).astype(np.float32)
+        positives.append((masks, boxes, rng.integers(0, k, p)))
+    got = model.roi_heads._mask_targets(positives)
+    assert len(got) == 3  # runs: the two 40×48 images, the 32×32 one, the last 40×48 one
+    M = 2 * model.roi_heads.mask_cfg.output_size
+    expected = [project_masks_on_boxes(m, b, M, matched_idxs=i,
+                                       aligned=model.roi_heads.mask_cfg.targets_aligned)
+                for m, b, i in positives]
+    np.testing.assert_array_equal(np.concatenate(got), np.concatenate(expected))
+    assert model.roi_heads._mask_targets([]) == []
