@@ -55,21 +55,13 @@ import minimaskrcnn.nn._conv_kernels  # noqa: E402, F401
 
 def _set_blas_threads(threads: int) -> str:
     """Ask numpy's OpenBLAS for ``threads`` threads (best effort; reports what it found)."""
-    import ctypes
-    import glob
-    import os
+    from minimaskrcnn.nn._stacked import openblas_threads
 
-    import numpy as np
-
-    libdir = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
-    for path in glob.glob(os.path.join(libdir, "*openblas*.so*")):
-        lib = ctypes.CDLL(path)
-        for setter, getter in (("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
-                               ("openblas_set_num_threads", "openblas_get_num_threads")):
-            if hasattr(lib, setter) and hasattr(lib, getter):
-                getattr(lib, setter)(ctypes.c_int(threads))
-                return f"OpenBLAS threads {getattr(lib, getter)()}"
-    return "BLAS thread count not controlled (set OPENBLAS_NUM_THREADS / OMP_NUM_THREADS)"
+    blas = openblas_threads()
+    if blas is None:
+        return "BLAS thread count not controlled (set OPENBLAS_NUM_THREADS / OMP_NUM_THREADS)"
+    blas.set(threads)
+    return f"OpenBLAS threads {blas.get()}"
 
 
 def _interleaved_best(fns: dict, repeat: int, block: int = 2, pause: float = 0.3) -> tuple[dict, dict]:

@@ -73,7 +73,8 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
-def _openblas() -> _OpenBLASThreads | None:
+def openblas_threads() -> _OpenBLASThreads | None:
+    """numpy's OpenBLAS thread count (``.get()`` / ``.set(n)``), or None for another BLAS."""
     global _blas, _blas_searched
     if not _blas_searched:
         _blas, _blas_searched = _find_openblas(), True
@@ -106,7 +107,7 @@ def stacked_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) 
     batch = a.shape[0] if a.ndim == 3 else b.shape[0]
     if out is None:
         out = np.empty((batch, a.shape[-2], b.shape[-1]), np.result_type(a, b))
-    blas = _openblas()
+    blas = openblas_threads()
     threads = blas.get() if blas is not None else 1
     parts = min(threads, batch)
     flops = 2 * batch * a.shape[-2] * a.shape[-1] * b.shape[-1]

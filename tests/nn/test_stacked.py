@@ -17,7 +17,7 @@ from minimaskrcnn.nn._stacked import stacked_matmul
 @pytest.fixture
 def always_split(monkeypatch):
     """Split every stack, however small; with BLAS at 2 threads while the test runs."""
-    blas = _stacked._openblas()
+    blas = _stacked.openblas_threads()
     if blas is None:
         pytest.skip("numpy's BLAS is not OpenBLAS with a settable thread count")
     monkeypatch.setattr(_stacked, "MIN_SPLIT_FLOPS", 0)
@@ -85,7 +85,7 @@ def test_split_runs_on_several_threads_with_one_blas_thread(always_split, monkey
 
 
 def test_small_stacks_and_single_thread_blas_are_not_split(monkeypatch):
-    blas = _stacked._openblas()
+    blas = _stacked.openblas_threads()
     if blas is None:
         pytest.skip("numpy's BLAS is not OpenBLAS with a settable thread count")
     calls = []
@@ -144,7 +144,7 @@ def test_a_forked_child_splits_with_its_own_threads(always_split):
         "import os, sys, numpy as np\n"
         "from minimaskrcnn.nn import _stacked\n"
         "_stacked.MIN_SPLIT_FLOPS = 0\n"
-        "_stacked._openblas().set(2)\n"
+        "_stacked.openblas_threads().set(2)\n"
         "a = np.ones((16, 8, 8)); _stacked.stacked_matmul(a, a)\n"
         "pid = os.fork()\n"
         "if pid == 0:\n"
