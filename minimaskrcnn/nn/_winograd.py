@@ -152,8 +152,7 @@ def _output_transform(m: np.ndarray) -> np.ndarray:
 def filter_transform(w: np.ndarray) -> np.ndarray:
     """U = G g Gᵀ for every filter g = w[k, c]: (K, C, 3, 3) -> (16, K, C), position ξ·4 + ν first."""
     u = np.empty((16,) + w.shape[:2], w.dtype)
-    # sized by the filters, not by U: a few operations per value, serial up to 64×64 3×3 filters
-    sized(_filter_transform_kernel, w.size)(np.ascontiguousarray(w), u)
+    sized(_filter_transform_kernel, u.size)(np.ascontiguousarray(w), u)
     return u
 
 
@@ -639,7 +638,7 @@ def winograd_backward(x: np.ndarray, dout: np.ndarray, w: np.ndarray, padding, v
             v = _transformed_input(x, ph, pw, th, tw, inner)  # 4.
         du = stacked_matmul(dm, v.transpose(0, 2, 1))  # 5.
         dw = np.empty((k, c, 3, 3), x.dtype)
-        sized(_filter_transform_adjoint_kernel, dw.size)(du, dw)  # 6. (sized by the filters)
+        sized(_filter_transform_adjoint_kernel, du.size)(du, dw)  # 6.
     return dx, dw
 
 
