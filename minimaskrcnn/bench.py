@@ -48,10 +48,6 @@ TARGETS = {}  # name -> function(threads, repeat); filled in below, one section 
 
 # ---- conv: conv2d forward + backward against torch ------------------------------------------------
 
-# Importing the conv kernels picks Numba's threading layer (see minimaskrcnn.nn._conv_kernels); it
-# must happen before main() sets Numba's thread count, which starts the thread pool.
-import minimaskrcnn.nn._conv_kernels  # noqa: E402, F401
-
 
 def _set_blas_threads(threads: int) -> str:
     """Ask numpy's OpenBLAS for ``threads`` threads (best effort; reports what it found)."""

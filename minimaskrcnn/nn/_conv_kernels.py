@@ -25,23 +25,10 @@ disk, so later processes skip the compile.
 
 from __future__ import annotations
 
-import os
-
-import numba
 import numpy as np
 from numba import njit, prange
 
 from minimaskrcnn.nn._launch import serial_twin
-
-# Numba's threading layer. The default pick on a machine without TBB is OpenMP, whose worker threads
-# busy-wait between parallel regions; a convolution alternates Numba kernels with OpenBLAS matrix
-# products, whose own threads busy-wait too, and the two pools then fight over the cores. Measured
-# on 2 cores (2×64×64×64 conv forward + backward): OpenMP layer 120–420 ms, "workqueue" 13.5 ms,
-# one thread 19 ms. So unless the user chose a layer, take "workqueue" (it must be chosen before
-# the first parallel kernel runs; it does not support launching parallel kernels concurrently from
-# several Python threads). ``minimaskrcnn/__init__`` says why not OpenMP with a short spin.
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
 
 
 @njit(cache=True, inline="always")

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from numba import njit, prange
 
-from minimaskrcnn.nn import _conv_kernels  # noqa: F401  (sets Numba's threading layer first)
-
 
 @njit(cache=True, parallel=True)
 def relu_forward(x, out):

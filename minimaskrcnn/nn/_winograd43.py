@@ -44,10 +44,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from minimaskrcnn.nn import (
-    _conv_kernels,  # noqa: F401  (sets Numba's threading layer first)
-    _winograd,
-)
+from minimaskrcnn.nn import _winograd
 from minimaskrcnn.nn._launch import serial_twin, sized
 from minimaskrcnn.nn._stacked import stacked_matmul
 
