@@ -402,6 +402,14 @@ def _input_transform_adjoint_kernel(dv, dx, ph, pw, th, tw):
 # run every loop over the N maps: each task (a channel) first copies its N planes into a local
 # (rows, columns, N) buffer, zero padded, so that the N values of one pixel lie side by side. The 16
 # products do not care in which order the tiles come, as long as V, M and dM agree.
+#
+# Each tile is then transformed in one pass over the maps, its 16 values held in registers (the
+# compiler vectorizes the pass over n): the same additions, in the same order, as the 1-D steps
+# above (``_b_t_step`` etc.), which the first version ran as 8 short passes per tile through small
+# scratch arrays. The buffers are indexed directly (buf[i, j, n]), not through row views, which kept
+# the compiler from vectorizing. Measured on a shapes mask head (57 RoIs × 64 channels of 14×14,
+# float32, 2 threads, calls alternated with the first version's): the four kernels 4.1 → 2.8 ms
+# together, the input transform 1.30 → 0.75 ms; results bit for bit the same.
 
 
 @njit(cache=True, parallel=True)
@@ -410,8 +418,9 @@ def _input_transform_maps_inner_kernel(x, v, ph, pw, th, tw):
     One task per channel c:
 
     1. x[:, c] into a zero-padded (2·Th + 2, 2·Tw + 2, N) buffer (pixel-major, maps innermost);
-    2. for each tile, d B for its four rows, every loop over the N maps;
-    3. Bᵀ (d B) into v: 16 runs of N contiguous values."""
+    2. for each tile and map n, d B along its four rows: e[u, ν] = (d_u0 − d_u2, d_u1 + d_u2,
+       d_u2 − d_u1, d_u1 − d_u3);
+    3. Bᵀ (d B) along its columns, into v: (e_0ν − e_2ν, e_1ν + e_2ν, e_2ν − e_1ν, e_1ν − e_3ν)."""
     n_batch, c_in, height, width = x.shape
     for c in prange(c_in):
         buf = np.zeros((2 * th + 2, 2 * tw + 2, n_batch), x.dtype)
@@ -419,18 +428,29 @@ def _input_transform_maps_inner_kernel(x, v, ph, pw, th, tw):
             for y in range(height):
                 for col in range(width):
                     buf[y + ph, col + pw, n] = x[n, c, y, col]
-        e = np.empty((4, 4, n_batch), x.dtype)
         for i in range(th):
+            i0, i1, i2, i3 = 2 * i, 2 * i + 1, 2 * i + 2, 2 * i + 3
             for j in range(tw):
-                for u in range(4):  # 2.
-                    rows = buf[2 * i + u]
-                    _b_t_step(rows[2 * j], rows[2 * j + 1], rows[2 * j + 2], rows[2 * j + 3],
-                              e[u, 0], e[u, 1], e[u, 2], e[u, 3])
                 p0 = (i * tw + j) * n_batch
-                for nu in range(4):  # 3.
-                    _b_t_step(e[0, nu], e[1, nu], e[2, nu], e[3, nu],
-                              v[nu, c, p0:p0 + n_batch], v[4 + nu, c, p0:p0 + n_batch],
-                              v[8 + nu, c, p0:p0 + n_batch], v[12 + nu, c, p0:p0 + n_batch])
+                j0, j1, j2, j3 = 2 * j, 2 * j + 1, 2 * j + 2, 2 * j + 3
+                for n in range(n_batch):
+                    e00, e01 = buf[i0, j0, n] - buf[i0, j2, n], buf[i0, j1, n] + buf[i0, j2, n]  # 2.
+                    e02, e03 = buf[i0, j2, n] - buf[i0, j1, n], buf[i0, j1, n] - buf[i0, j3, n]
+                    e10, e11 = buf[i1, j0, n] - buf[i1, j2, n], buf[i1, j1, n] + buf[i1, j2, n]
+                    e12, e13 = buf[i1, j2, n] - buf[i1, j1, n], buf[i1, j1, n] - buf[i1, j3, n]
+                    e20, e21 = buf[i2, j0, n] - buf[i2, j2, n], buf[i2, j1, n] + buf[i2, j2, n]
+                    e22, e23 = buf[i2, j2, n] - buf[i2, j1, n], buf[i2, j1, n] - buf[i2, j3, n]
+                    e30, e31 = buf[i3, j0, n] - buf[i3, j2, n], buf[i3, j1, n] + buf[i3, j2, n]
+                    e32, e33 = buf[i3, j2, n] - buf[i3, j1, n], buf[i3, j1, n] - buf[i3, j3, n]
+                    q = p0 + n  # 3.
+                    v[0, c, q], v[4, c, q] = e00 - e20, e10 + e20
+                    v[8, c, q], v[12, c, q] = e20 - e10, e10 - e30
+                    v[1, c, q], v[5, c, q] = e01 - e21, e11 + e21
+                    v[9, c, q], v[13, c, q] = e21 - e11, e11 - e31
+                    v[2, c, q], v[6, c, q] = e02 - e22, e12 + e22
+                    v[10, c, q], v[14, c, q] = e22 - e12, e12 - e32
+                    v[3, c, q], v[7, c, q] = e03 - e23, e13 + e23
+                    v[11, c, q], v[15, c, q] = e23 - e13, e13 - e33
 
 
 @njit(cache=True, parallel=True)
@@ -438,24 +458,32 @@ def _output_transform_maps_inner_kernel(m, bias, out, th, tw):
     """``_output_transform_kernel`` for m (16, K, P) with the tiles ordered (i, j, n). One task per
     output channel k:
 
-    1. Aᵀ M for each tile, every loop over the N maps;
-    2. (Aᵀ M) A plus the bias into a (2·Th, 2·Tw, N) buffer;
+    1. for each tile and map n, Aᵀ M along its columns: r[u, ν], (m_0ν + m_1ν + m_2ν, m_1ν − m_2ν − m_3ν)
+       (each plus a float zero, as ``_a_t_step``);
+    2. (Aᵀ M) A along its rows plus the bias, into a (2·Th, 2·Tw, N) buffer;
     3. the buffer, cropped to H' × W', copied into out[:, k]."""
     n_batch, k_out, hout, wout = out.shape
+    zero = m.dtype.type(0.0)
     for k in prange(k_out):
         buf = np.empty((2 * th, 2 * tw, n_batch), m.dtype)
-        r = np.empty((2, 4, n_batch), m.dtype)
         bk = m.dtype.type(bias[k] if bias.size else 0.0)  # in m's dtype (no float64 promotion)
         for i in range(th):
+            i0, i1 = 2 * i, 2 * i + 1
             for j in range(tw):
                 p0 = (i * tw + j) * n_batch
-                for nu in range(4):  # 1.
-                    _a_t_step(m[nu, k, p0:p0 + n_batch], m[4 + nu, k, p0:p0 + n_batch],
-                              m[8 + nu, k, p0:p0 + n_batch], m[12 + nu, k, p0:p0 + n_batch],
-                              r[0, nu], r[1, nu], m.dtype.type(0.0))
-                for u in range(2):  # 2.
-                    _a_t_step(r[u, 0], r[u, 1], r[u, 2], r[u, 3],
-                              buf[2 * i + u, 2 * j], buf[2 * i + u, 2 * j + 1], bk)
+                j0, j1 = 2 * j, 2 * j + 1
+                for n in range(n_batch):
+                    q = p0 + n
+                    m0, m1, m2, m3 = m[0, k, q], m[1, k, q], m[2, k, q], m[3, k, q]
+                    m4, m5, m6, m7 = m[4, k, q], m[5, k, q], m[6, k, q], m[7, k, q]
+                    m8, m9, m10, m11 = m[8, k, q], m[9, k, q], m[10, k, q], m[11, k, q]
+                    m12, m13, m14, m15 = m[12, k, q], m[13, k, q], m[14, k, q], m[15, k, q]
+                    r00, r10 = m0 + m4 + m8 + zero, m4 - m8 - m12 + zero  # 1.
+                    r01, r11 = m1 + m5 + m9 + zero, m5 - m9 - m13 + zero
+                    r02, r12 = m2 + m6 + m10 + zero, m6 - m10 - m14 + zero
+                    r03, r13 = m3 + m7 + m11 + zero, m7 - m11 - m15 + zero
+                    buf[i0, j0, n], buf[i0, j1, n] = r00 + r01 + r02 + bk, r01 - r02 - r03 + bk  # 2.
+                    buf[i1, j0, n], buf[i1, j1, n] = r10 + r11 + r12 + bk, r11 - r12 - r13 + bk
         for n in range(n_batch):  # 3.
             for y in range(hout):
                 for col in range(wout):
@@ -468,8 +496,8 @@ def _output_transform_adjoint_maps_inner_kernel(dout, dm, th, tw):
     task per output channel k:
 
     1. dout[:, k] into a zero-padded (2·Th, 2·Tw, N) buffer;
-    2. along the columns, f[u, ν] = ye, ye + yo, ye − yo, −yo for the tile's two rows u;
-    3. along the rows, dM[ξ, ν] = f[0, ν], f[0, ν] + f[1, ν], f[0, ν] − f[1, ν], −f[1, ν], into dm."""
+    2. for each tile and map n, along its rows: f[u, ν] = ye, ye + yo, ye − yo, −yo for its two rows u;
+    3. along its columns, dM[ξ, ν] = f[0, ν], f[0, ν] + f[1, ν], f[0, ν] − f[1, ν], −f[1, ν], into dm."""
     n_batch, k_out, hout, wout = dout.shape
     for k in prange(k_out):
         buf = np.zeros((2 * th, 2 * tw, n_batch), dout.dtype)
@@ -477,16 +505,20 @@ def _output_transform_adjoint_maps_inner_kernel(dout, dm, th, tw):
             for y in range(hout):
                 for col in range(wout):
                     buf[y, col, n] = dout[n, k, y, col]
-        f = np.empty((2, 4, n_batch), dout.dtype)
         for i in range(th):
+            i0, i1 = 2 * i, 2 * i + 1
             for j in range(tw):
-                for u in range(2):  # 2.
-                    _a_step(buf[2 * i + u, 2 * j], buf[2 * i + u, 2 * j + 1],
-                            f[u, 0], f[u, 1], f[u, 2], f[u, 3])
                 p0 = (i * tw + j) * n_batch
-                for nu in range(4):  # 3.
-                    _a_step(f[0, nu], f[1, nu], dm[nu, k, p0:p0 + n_batch], dm[4 + nu, k, p0:p0 + n_batch],
-                            dm[8 + nu, k, p0:p0 + n_batch], dm[12 + nu, k, p0:p0 + n_batch])
+                j0, j1 = 2 * j, 2 * j + 1
+                for n in range(n_batch):
+                    a0, o0, a1, o1 = buf[i0, j0, n], buf[i0, j1, n], buf[i1, j0, n], buf[i1, j1, n]
+                    f00, f01, f02, f03 = a0, a0 + o0, a0 - o0, -o0  # 2.
+                    f10, f11, f12, f13 = a1, a1 + o1, a1 - o1, -o1
+                    q = p0 + n  # 3.
+                    dm[0, k, q], dm[4, k, q], dm[8, k, q], dm[12, k, q] = f00, f00 + f10, f00 - f10, -f10
+                    dm[1, k, q], dm[5, k, q], dm[9, k, q], dm[13, k, q] = f01, f01 + f11, f01 - f11, -f11
+                    dm[2, k, q], dm[6, k, q], dm[10, k, q], dm[14, k, q] = f02, f02 + f12, f02 - f12, -f12
+                    dm[3, k, q], dm[7, k, q], dm[11, k, q], dm[15, k, q] = f03, f03 + f13, f03 - f13, -f13
 
 
 @njit(cache=True, parallel=True)
@@ -494,29 +526,60 @@ def _input_transform_adjoint_maps_inner_kernel(dv, dx, ph, pw, th, tw):
     """``_input_transform_adjoint_kernel`` for dv (16, C, P) with the tiles ordered (i, j, n). One task
     per input channel c:
 
-    1. B along the rows of each tile's dV, every loop over the N maps;
-    2. B along the columns, added into a zero (2·Th + 2, 2·Tw + 2, N) buffer at the tile's 4×4 window
-       (windows overlap by two pixels, so they sum);
-    3. the buffer, less the padding, copied into dx[:, c]."""
+    1. for each tile and map n, B along the columns of its dV: g[u, ν] = (v_0ν, v_1ν − v_2ν + v_3ν,
+       v_1ν + v_2ν − v_0ν, −v_3ν) for the tile's rows u;
+    2. B along its rows: the tile's 4×4 block B dV Bᵀ, row u = (g_u0, g_u1 − g_u2 + g_u3,
+       g_u1 + g_u2 − g_u0, −g_u3), into t[i, j] (tiles apart: no overlap yet);
+    3. each pixel of x's (padded) map sums the blocks of the (up to 2×2) tiles whose 4×4 windows
+       cover it, tile after tile in (i, j) order, from zero (the windows overlap by two pixels);
+    4. those sums copied into dx[:, c].
+
+    Step 2 writes each block apart and step 3 sums them, rather than adding each block into its
+    window at once: adds into four rows of one buffer at once do not vectorize (the compiler cannot
+    rule out that two of them meet), so that version ran about 2× slower."""
     n_batch, c_in, height, width = dx.shape
     for c in prange(c_in):
-        buf = np.zeros((2 * th + 2, 2 * tw + 2, n_batch), dv.dtype)
-        g = np.empty((4, 4, n_batch), dv.dtype)
+        t = np.empty((th, tw, 4, 4, n_batch), dv.dtype)
+        acc = np.empty((height, width, n_batch), dv.dtype)
         for i in range(th):
             for j in range(tw):
                 p0 = (i * tw + j) * n_batch
-                for nu in range(4):  # 1.
-                    _b_step(dv[nu, c, p0:p0 + n_batch], dv[4 + nu, c, p0:p0 + n_batch],
-                            dv[8 + nu, c, p0:p0 + n_batch], dv[12 + nu, c, p0:p0 + n_batch],
-                            g[0, nu], g[1, nu], g[2, nu], g[3, nu])
-                for u in range(4):  # 2.
-                    rows = buf[2 * i + u]
-                    _b_step_add(g[u, 0], g[u, 1], g[u, 2], g[u, 3],
-                                rows[2 * j], rows[2 * j + 1], rows[2 * j + 2], rows[2 * j + 3])
-        for n in range(n_batch):  # 3.
+                for n in range(n_batch):
+                    q = p0 + n
+                    v00, v01, v02, v03 = dv[0, c, q], dv[1, c, q], dv[2, c, q], dv[3, c, q]
+                    v10, v11, v12, v13 = dv[4, c, q], dv[5, c, q], dv[6, c, q], dv[7, c, q]
+                    v20, v21, v22, v23 = dv[8, c, q], dv[9, c, q], dv[10, c, q], dv[11, c, q]
+                    v30, v31, v32, v33 = dv[12, c, q], dv[13, c, q], dv[14, c, q], dv[15, c, q]
+                    g00, g01, g02, g03 = v00, v01, v02, v03  # 1.
+                    g10, g11 = v10 - v20 + v30, v11 - v21 + v31
+                    g12, g13 = v12 - v22 + v32, v13 - v23 + v33
+                    g20, g21 = v10 + v20 - v00, v11 + v21 - v01
+                    g22, g23 = v12 + v22 - v02, v13 + v23 - v03
+                    g30, g31, g32, g33 = -v30, -v31, -v32, -v33
+                    t[i, j, 0, 0, n], t[i, j, 0, 1, n] = g00, g01 - g02 + g03  # 2.
+                    t[i, j, 0, 2, n], t[i, j, 0, 3, n] = g01 + g02 - g00, -g03
+                    t[i, j, 1, 0, n], t[i, j, 1, 1, n] = g10, g11 - g12 + g13
+                    t[i, j, 1, 2, n], t[i, j, 1, 3, n] = g11 + g12 - g10, -g13
+                    t[i, j, 2, 0, n], t[i, j, 2, 1, n] = g20, g21 - g22 + g23
+                    t[i, j, 2, 2, n], t[i, j, 2, 3, n] = g21 + g22 - g20, -g23
+                    t[i, j, 3, 0, n], t[i, j, 3, 1, n] = g30, g31 - g32 + g33
+                    t[i, j, 3, 2, n], t[i, j, 3, 3, n] = g31 + g32 - g30, -g33
+        for y in range(height):  # 3. padded row y + ph lies in the windows of tiles i_lo .. i_hi
+            yy = y + ph
+            i_lo, i_hi = max(0, (yy - 2) // 2), min(th - 1, yy // 2)
+            for col in range(width):
+                xx = col + pw
+                j_lo, j_hi = max(0, (xx - 2) // 2), min(tw - 1, xx // 2)
+                for n in range(n_batch):
+                    acc[y, col, n] = 0
+                for i in range(i_lo, i_hi + 1):
+                    for j in range(j_lo, j_hi + 1):
+                        for n in range(n_batch):
+                            acc[y, col, n] += t[i, j, yy - 2 * i, xx - 2 * j, n]
+        for n in range(n_batch):  # 4.
             for y in range(height):
                 for col in range(width):
-                    dx[n, c, y, col] = buf[y + ph, col + pw, n]
+                    dx[n, c, y, col] = acc[y, col, n]
 
 
 @njit(cache=True, parallel=True)
