@@ -239,17 +239,27 @@ def _precalc_nb(T, H, W, ph, pw, start_y, start_x, bin_h, bin_w, grid_h, grid_w,
             i += 1
 
 
+# Pixels per task of the channels-last copy: 8×8 tiles of (C, pixels) → (pixels, C), so a task
+# moves whole tiles, and a map of 32×32 pixels gives 4 tasks per image (parallel even for one image).
+_CL_PIXELS = 256
+
+
 @njit(cache=True, parallel=True)
 def _to_channels_last(x):
     """(N, C, H, W) → (N, H·W, C): the C values of one pixel become contiguous, so one bilinear
-    sample turns into four contiguous multiply-adds over all channels (which the compiler vectorizes)."""
+    sample turns into four contiguous multiply-adds over all channels (which the compiler vectorizes).
+    One task per image and run of ``_CL_PIXELS`` pixels, copied 8×8 tiles at a time (``transpose_into``:
+    a loop writing one channel at a time, with the stride of a whole map, took 0.82 ms instead of 0.6
+    for 8 × 64 × 32 × 32 on 2 threads)."""
     N, C, H, W = x.shape
     xt = np.empty((N, H * W, C), dtype=x.dtype)
-    for i in prange(N * H):
-        n, h = i // H, i % H
-        for w in range(W):
-            for c in range(C):
-                xt[n, h * W + w, c] = x[n, c, h, w]
+    x3 = x.reshape(N, C, H * W)
+    runs = (H * W + _CL_PIXELS - 1) // _CL_PIXELS
+    for task in prange(N * runs):
+        n, r = task // runs, task % runs
+        s0 = r * _CL_PIXELS
+        s1 = min(H * W, s0 + _CL_PIXELS)
+        transpose_into(x3[n, :, s0:s1], xt[n, s0:s1])
     return xt
 
 
@@ -270,19 +280,23 @@ def _forward_numba(x, rois, T, spatial_scale, PH, PW, sampling_ratio, aligned, n
             count = T(max(gh * gw, 1))
             pos = np.empty((ns, 4), dtype=np.int64)  # one bin's samples (ns is bounded by the checks)
             wts = np.empty((ns, 4), dtype=x.dtype)
-            v = xt[int(rois[k, 0])]
+            b = int(rois[k, 0])
             for p in range(P):
                 _precalc_nb(T, H, W, p // PW, p % PW, sy, sx, bh, bw, gh, gw, pos, wts)
-                a = acc[p]
-                a[:] = 0
-                for i in range(ns):
-                    if pos[i, 0] >= 0:  # not a dropped sample
-                        w1, w2, w3, w4 = wts[i, 0], wts[i, 1], wts[i, 2], wts[i, 3]
-                        v1, v2, v3, v4 = v[pos[i, 0]], v[pos[i, 1]], v[pos[i, 2]], v[pos[i, 3]]
-                        for c in range(C):
-                            a[c] += w1 * v1[c] + w2 * v2[c] + w3 * v3[c] + w4 * v4[c]
                 for c in range(C):
-                    a[c] = a[c] / count
+                    acc[p, c] = 0
+                for i in range(ns):
+                    p1 = pos[i, 0]
+                    if p1 >= 0:  # not a dropped sample
+                        p2, p3, p4 = pos[i, 1], pos[i, 2], pos[i, 3]
+                        w1, w2, w3, w4 = wts[i, 0], wts[i, 1], wts[i, 2], wts[i, 3]
+                        # indexed straight into xt: through views of its rows (v1 = xt[b, p1]) the
+                        # compiler did not vectorize this loop (the forward ran 1.3x slower)
+                        for c in range(C):
+                            acc[p, c] += (w1 * xt[b, p1, c] + w2 * xt[b, p2, c] + w3 * xt[b, p3, c]
+                                          + w4 * xt[b, p4, c])
+                for c in range(C):
+                    acc[p, c] = acc[p, c] / count
             transpose_into(acc, out[k])
     return out.reshape(K, C, PH, PW)
 
