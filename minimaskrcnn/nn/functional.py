@@ -82,10 +82,9 @@ def linear_backward(dout, cache, *, need_dw: bool = True):
     return dout @ w, (dout.T @ x if need_dw else None), (dout.sum(axis=0) if has_bias else None)
 
 
-# From this many elements ReLU runs as one parallel Numba pass (``_relu_kernels``); below it NumPy's
-# single-threaded passes are faster than starting a parallel kernel (50–140 µs with Numba's
-# "workqueue" layer). 57×64×28² (the mask head's upsampled maps, 2.9 M): forward + backward 3.2 →
-# 2.3 ms; 8×32×64² (1 M): NumPy 0.71 ms, Numba 0.76; 8×64×16²: NumPy 0.09 ms, Numba 0.24.
+# From this many elements ReLU runs as one parallel Numba pass (``_relu_kernels``), below it as the
+# same pass on one thread (starting a parallel kernel costs 50–140 µs with Numba's "workqueue"
+# layer, and one pass over 2 M values about 1 ms).
 RELU_KERNEL_SIZE = 1 << 21
 
 
@@ -94,11 +93,9 @@ def relu_forward(x):
     where x > 0 (the next layer holds out anyway, so the cache costs no memory; a NaN stays NaN and
     passes its gradient, as in torch)."""
     x = float_array(x, "x")
-    if x.size < RELU_KERNEL_SIZE:
-        out = np.maximum(x, x.dtype.type(0))  # (x · (x > 0) would make −inf · 0 = NaN)
-        return out, out
-    out = np.empty(x.shape, x.dtype)
-    _rk.relu_forward(np.ascontiguousarray(x).reshape(-1), out.reshape(-1))
+    out = np.empty(x.shape, x.dtype)  # np.maximum(x, 0) (x · (x > 0) would make −inf · 0 = NaN)
+    kernel = _rk.relu_forward if x.size >= RELU_KERNEL_SIZE else _rk.relu_forward_serial
+    kernel(np.ascontiguousarray(x).reshape(-1), out.reshape(-1))
     return out, out
 
 
@@ -110,10 +107,9 @@ def relu_backward(dout, cache):
     if dout.shape != out.shape:
         raise ValueError(f"dout must have shape {out.shape}, got {dout.shape}")
     _same_dtype(dout, "dout", out)
-    if out.size < RELU_KERNEL_SIZE:
-        return dout * np.logical_not(out <= 0)  # (np.where with a scalar: 10x slower)
-    dx = np.empty(out.shape, out.dtype)
-    _rk.relu_backward(np.ascontiguousarray(dout).reshape(-1), out.reshape(-1), dx.reshape(-1))
+    dx = np.empty(out.shape, out.dtype)  # dout · not(out <= 0)
+    kernel = _rk.relu_backward if out.size >= RELU_KERNEL_SIZE else _rk.relu_backward_serial
+    kernel(np.ascontiguousarray(dout).reshape(-1), out.reshape(-1), dx.reshape(-1))
     return dx
 
 

@@ -112,9 +112,9 @@ def test_relu_gradcheck_and_golden():
         F.relu_forward(np.array([1, 2]))
 
 
-@pytest.mark.parametrize("kernel_size", [0, 1 << 40])  # the Numba pass, NumPy's
+@pytest.mark.parametrize("kernel_size", [0, 1 << 40])  # the parallel pass, its serial twin
 def test_relu_kernel_on_views_nan_and_the_cache(torch, monkeypatch, kernel_size):
-    # Both writings: strided views, NaN (torch keeps it, and passes its gradient), -0.0, infinities;
+    # Both kernels: strided views, NaN (torch keeps it, and passes its gradient), -0.0, infinities;
     # the cache is the output, which equals torch's relu.
     monkeypatch.setattr(F, "RELU_KERNEL_SIZE", kernel_size)
     rng = np.random.default_rng(3)

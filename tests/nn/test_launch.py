@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from numba.core.registry import CPUDispatcher
 
-from minimaskrcnn.nn import _conv_kernels, _launch, _norm_kernels, _winograd, _winograd43
+from minimaskrcnn.nn import _conv_kernels, _launch, _norm_kernels, _relu_kernels, _winograd, _winograd43
 from minimaskrcnn.nn import functional as F
 
 
-@pytest.mark.parametrize("module", [_conv_kernels, _norm_kernels, _winograd, _winograd43])
+@pytest.mark.parametrize("module", [_conv_kernels, _norm_kernels, _relu_kernels, _winograd, _winograd43])
 def test_every_parallel_kernel_has_a_serial_twin(module):
     kernels = [(name, obj) for name, obj in vars(module).items()
                if isinstance(obj, CPUDispatcher) and obj.targetoptions.get("parallel")]
