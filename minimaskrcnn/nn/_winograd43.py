@@ -208,6 +208,65 @@ def _b_step6_add(v0, v1, v2, v3, v4, v5, o0, o1, o2, o3, o4, o5):
         o5[q] += v5[q]
 
 
+# ---- a map's rows split into and merged from its phase planes (column phase s = column mod 4) ----------
+#
+# One loop over the groups of four columns moves all four phases at once (four values side by side
+# in the row, one into each plane), which the compiler vectorizes; a loop per phase reads the row
+# with a stride of 4 and stays scalar. Measured on 8 × 64 maps of 32 × 32 (float32, 2 threads, calls
+# alternated with the per-phase loops): the input transform 1.07 → 0.71 ms, the output transform's
+# adjoint 0.72 → 0.45 ms; the two kernels that merge (the output transform and the input transform's
+# adjoint) gained little, as their stores interleave. Only the groups cut by the row's ends go value
+# by value.
+
+
+@njit(cache=True, inline="always")
+def _split_row(src, n, c, y, width, pw, planes, r, base, s_row):
+    """planes[r, s, base + b] = src[n, c, y, 4b + s − pw] for every b < s_row and phase s whose column
+    lies in the row (0 ≤ 4b + s − pw < width); the others are left as they are (the zero padding)."""
+    b0 = (pw + 3) // 4  # the first group whose four columns all lie in the row
+    b1 = max(b0, min(s_row, (width + pw - 4) // 4 + 1))  # past the last one
+    for b in range(b0, b1):
+        col = 4 * b - pw
+        planes[r, 0, base + b] = src[n, c, y, col]
+        planes[r, 1, base + b] = src[n, c, y, col + 1]
+        planes[r, 2, base + b] = src[n, c, y, col + 2]
+        planes[r, 3, base + b] = src[n, c, y, col + 3]
+    for b in range(min(b0, s_row)):
+        for s in range(4):
+            col = 4 * b + s - pw
+            if 0 <= col < width:
+                planes[r, s, base + b] = src[n, c, y, col]
+    for b in range(b1, s_row):
+        for s in range(4):
+            col = 4 * b + s - pw
+            if 0 <= col < width:
+                planes[r, s, base + b] = src[n, c, y, col]
+
+
+@njit(cache=True, inline="always")
+def _merge_row(planes, r, base, s_row, dst, n, c, y, width, pw):
+    """dst[n, c, y, col] = planes[r, s, base + b] for every column col = 4b + s − pw of the row (the
+    adjoint of ``_split_row``, less the padding)."""
+    b0 = (pw + 3) // 4
+    b1 = max(b0, min(s_row, (width + pw - 4) // 4 + 1))
+    for b in range(b0, b1):
+        col = 4 * b - pw
+        dst[n, c, y, col] = planes[r, 0, base + b]
+        dst[n, c, y, col + 1] = planes[r, 1, base + b]
+        dst[n, c, y, col + 2] = planes[r, 2, base + b]
+        dst[n, c, y, col + 3] = planes[r, 3, base + b]
+    for b in range(min(b0, s_row)):
+        for s in range(4):
+            col = 4 * b + s - pw
+            if 0 <= col < width:
+                dst[n, c, y, col] = planes[r, s, base + b]
+    for b in range(b1, s_row):
+        for s in range(4):
+            col = 4 * b + s - pw
+            if 0 <= col < width:
+                dst[n, c, y, col] = planes[r, s, base + b]
+
+
 # ---- the three transforms, one task per (map, channel), all tiles of the map at once -------------------
 #
 # A map's tiles are numbered p = i·S + j with S = T_w + 1: each tile row carries one junk tile
@@ -241,16 +300,9 @@ def _input_transform_kernel(x, v, ph, pw, th, tw):
         n, c = task // c_in, task % c_in
         planes = np.zeros((4, 4, (th + 2) * s_row), x.dtype)
         e = np.empty((4, 6, n_tiles + s_row), x.dtype)
-        for y in range(height):  # 1.
+        for y in range(height):  # 1. padded column 4b + s is x column 4b + s − pw
             yy = y + ph
-            r, a = yy % 4, yy // 4
-            src = x[n, c, y]
-            for col_phase in range(4):  # padded column 4b + s is x column 4b + s − pw
-                b_lo = max(0, -((col_phase - pw) // 4))
-                b_hi = min(s_row, (width - 1 + pw - col_phase) // 4 + 1)
-                dst = planes[r, col_phase, a * s_row:(a + 1) * s_row]
-                for b in range(b_lo, b_hi):
-                    dst[b] = src[4 * b + col_phase - pw]
+            _split_row(x, n, c, y, width, pw, planes, yy % 4, (yy // 4) * s_row, s_row)
         span = n_tiles + s_row
         for r in range(4):  # 2. tile p's column t is plane (r, t mod 4) at p + t div 4
             q = planes[r]
@@ -298,11 +350,7 @@ def _input_transform_adjoint_kernel(dv, dx, ph, pw, th, tw):
                          q[0, 1:span + 1], q[1, 1:span + 1])
         for y in range(height):  # 1.
             yy = y + ph
-            row = planes[yy % 4, :, (yy // 4) * s_row:(yy // 4 + 1) * s_row]
-            dst = dx[n, c, y]
-            for col in range(width):
-                xx = col + pw
-                dst[col] = row[xx % 4, xx // 4]
+            _merge_row(planes, yy % 4, (yy // 4) * s_row, s_row, dx, n, c, y, width, pw)
 
 
 @njit(cache=True, parallel=True)
@@ -330,13 +378,8 @@ def _output_transform_kernel(m, bias, out, th, tw):
         for u in range(4):  # 2.
             _a_t_step6(r[u, 0], r[u, 1], r[u, 2], r[u, 3], r[u, 4], r[u, 5],
                        y[u, 0], y[u, 1], y[u, 2], y[u, 3], bk)
-        for row_index in range(hout):  # 3.
-            u, base = row_index % 4, (row_index // 4) * s_row
-            row = out[n, k, row_index]
-            for q in range(4):
-                src = y[u, q, base:base + s_row]
-                for j in range((wout - q + 3) // 4):
-                    row[4 * j + q] = src[j]
+        for row_index in range(hout):  # 3. (the junk tile j = T_w lies past the row: skipped)
+            _merge_row(y, row_index % 4, (row_index // 4) * s_row, s_row, out, n, k, row_index, wout, 0)
 
 
 @njit(cache=True, parallel=True)
@@ -355,12 +398,7 @@ def _output_transform_adjoint_kernel(dout, dm, th, tw):
         g = np.zeros((4, 4, n_tiles), dout.dtype)
         f = np.empty((4, 6, n_tiles), dout.dtype)
         for row_index in range(hout):  # 1.
-            u, base = row_index % 4, (row_index // 4) * s_row
-            row = dout[n, k, row_index]
-            for q in range(4):
-                dst = g[u, q, base:base + s_row]
-                for j in range((wout - q + 3) // 4):
-                    dst[j] = row[4 * j + q]
+            _split_row(dout, n, k, row_index, wout, 0, g, row_index % 4, (row_index // 4) * s_row, s_row)
         for u in range(4):  # 2.
             _a_step6(g[u, 0], g[u, 1], g[u, 2], g[u, 3],
                      f[u, 0], f[u, 1], f[u, 2], f[u, 3], f[u, 4], f[u, 5])
