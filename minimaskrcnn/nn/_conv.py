@@ -27,6 +27,7 @@ per layer rather than a column matrix C_in·kH·kW times larger.
 
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
@@ -50,8 +51,8 @@ _WINOGRAD = ("winograd", "winograd4")
 
 def _winograd_tier(method: str):
     """(forward, backward) of a Winograd method: F(2×2, 3×3) for "winograd", F(4×4, 3×3) for
-    "winograd4"; ``forward(x, w, b, padding, keep_v)`` -> (out, v or None),
-    ``backward(x, dout, w, padding, v, need_dx, need_dw)`` -> (dx, dW)."""
+    "winograd4"; ``forward(x, w, b, padding, keep_v, u=None)`` -> (out, v or None),
+    ``backward(x, dout, w, padding, v, need_dx, need_dw, u=None)`` -> (dx, dW)."""
     if method == "winograd4":
         return _winograd43.winograd43_forward, _winograd43.winograd43_backward
     return _winograd.winograd_forward, _winograd.winograd_backward
@@ -64,7 +65,7 @@ def _workspace(slot: str, shape: tuple, dtype) -> np.ndarray:
     bufs = getattr(_scratch, "bufs", None)
     if bufs is None:
         bufs = _scratch.bufs = {}
-    size = int(np.prod(shape))
+    size = math.prod(shape)  # (np.prod: ~25 µs a call, 76 calls a shapes training step)
     key = (slot, np.dtype(dtype))
     buf = bufs.get(key)
     if buf is None or buf.size < size:
@@ -100,8 +101,9 @@ def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, *, method: str = "a
       (textbook im2col/col2im), "naive" (loops), "winograd" or "winograd4" (F(2×2, 3×3) or F(4×4, 3×3)
       for stride-1 3×3 filters, "im2col" otherwise); see the module docstring.
     - keep_transform: a Winograd method keeps its transformed input V in the cache (up to
-      ``_winograd.KEEP_V_BYTES``), im2col its column matrix (up to ``KEEP_COLS_BYTES``), so that the
-      backward's filter gradient need not recompute them; False when no backward will follow
+      ``_winograd.KEEP_V_BYTES``) and its transformed filters U (up to ``_winograd.KEEP_U_BYTES``),
+      im2col its column matrix (up to ``KEEP_COLS_BYTES``), so that the backward need not recompute
+      them; False when no backward will follow
       (``Module.no_grad``) or it needs no dW (a frozen filter), where their scratch buffers are reused.
 
     Output
@@ -134,14 +136,17 @@ def conv2d_forward(x, w, b, stride=1, padding=0, dilation=1, *, method: str = "a
     geometry = (sh, sw, ph, pw, dh, dw, hout, wout)
     if method == "auto":  # resolved here, so that the backward uses the forward's choice
         method = _winograd.auto_method(w.shape, geometry, x.shape[0])
-    v = None
+    v = u = None
     if method == "naive":
         out = _conv2d_naive_forward(x, w, b, geometry)
     elif method in _WINOGRAD and _winograd.applies(w.shape, geometry):
-        out, v = _winograd_tier(method)[0](x, w, b, (ph, pw), keep_transform)
+        u = (_winograd43 if method == "winograd4" else _winograd).filter_transform(w)
+        out, v = _winograd_tier(method)[0](x, w, b, (ph, pw), keep_transform, u=u)
+        if not (keep_transform and u.nbytes <= _winograd.KEEP_U_BYTES):
+            u = None  # the backward transforms the filters again
     else:
         out, v = _conv2d_im2col_forward(x, w, b, geometry, method != "col2im", keep_transform)
-    return out, (x, w, b is not None, geometry, v, method)
+    return out, (x, w, b is not None, geometry, v, method, u)
 
 
 def conv2d_backward(dout, cache, *, need_dx: bool = True, need_dw: bool = True):
@@ -159,7 +164,7 @@ def conv2d_backward(dout, cache, *, need_dx: bool = True, need_dw: bool = True):
     matrix, out = W·cols gives dW = dout·colsᵀ, dcols = Wᵀ·dout, and dx = col2im(dcols), which adds
     every column entry back into the pixel it was copied from.
     """
-    x, w, has_bias, geometry, v, method = cache
+    x, w, has_bias, geometry, v, method, u = cache
     n_batch, c_out, hout, wout = x.shape[0], w.shape[0], geometry[6], geometry[7]
     dout = float_array(dout, "dout", ndim=4)
     _same_dtype(dout, "dout", x)
@@ -170,7 +175,7 @@ def conv2d_backward(dout, cache, *, need_dx: bool = True, need_dw: bool = True):
         dx, dw = _conv2d_naive_backward(dout, x, w, geometry)
         return (dx if need_dx else None), (dw if need_dw else None), db
     if method in _WINOGRAD and _winograd.applies(w.shape, geometry):
-        dx, dw = _winograd_tier(method)[1](x, dout, w, geometry[2:4], v, need_dx, need_dw)
+        dx, dw = _winograd_tier(method)[1](x, dout, w, geometry[2:4], v, need_dx, need_dw, u=u)
         return dx, dw, db
     dx, dw = _conv2d_im2col_backward(dout, x, w, geometry, shortcuts=method != "col2im",
                                      need_dx=need_dx, need_dw=need_dw, cols=v)

@@ -609,6 +609,13 @@ def _filter_transform_adjoint_kernel(du, dw):
 # at its peak keeping none, 671 MiB with this limit, 709 MiB with 32 MiB.
 KEEP_V_BYTES = 16 << 20
 
+# U = G g Gᵀ, (16 or 36, K, C), is computed from the filters by the forward and again by the backward
+# for dx (dV = Uᵀ dM); ``conv2d_forward`` keeps the forward's for the backward when it is at most this
+# large: every layer of the shapes model (at most 128 × 128 channels by F(2×2): 1 MiB; 12 filter
+# transforms less a training step), none of ResNet-50's F(4×4) layers (128 × 128 and wider: 2.4–38 MB
+# each, which its fine-tuning step would hold at its memory peak).
+KEEP_U_BYTES = 1 << 20
+
 
 def _transformed_input(x: np.ndarray, ph: int, pw: int, th: int, tw: int, inner: bool,
                        keep: bool = False) -> np.ndarray:
@@ -624,20 +631,21 @@ def _transformed_input(x: np.ndarray, ph: int, pw: int, th: int, tw: int, inner:
     return v
 
 
-def winograd_forward(x: np.ndarray, w: np.ndarray, b, padding, keep_v: bool = False):
+def winograd_forward(x: np.ndarray, w: np.ndarray, b, padding, keep_v: bool = False, u=None):
     """Stride-1 3×3 cross-correlation by F(2×2, 3×3) with Numba transforms: the steps of
     ``winograd_conv3x3_numpy``, with the input transform written straight into the (16, C, P) operand
     of the products and the output transform straight into the (N, K, H', W') result (no padded copy,
     no tile views, no transposes).
 
     Returns (out, v): v the transformed input (16, C, P) for ``winograd_backward`` when ``keep_v`` and
-    it is at most ``KEEP_V_BYTES``, else None (the backward recomputes it)."""
+    it is at most ``KEEP_V_BYTES``, else None (the backward recomputes it). ``u``: the transformed
+    filters ``filter_transform(w)`` when the caller has them (computed here when None)."""
     n, c, h, wd = x.shape
     k = w.shape[0]
     ph, pw = padding
     hout, wout, th, tw = tile_grid(h, wd, padding)
     x = np.ascontiguousarray(x)
-    u = filter_transform(w)
+    u = filter_transform(w) if u is None else u
     from minimaskrcnn.nn._conv import _workspace  # scratch reused across calls (no page faults)
 
     inner = maps_inner(n, tw)
@@ -659,10 +667,11 @@ def winograd_conv3x3(x: np.ndarray, w: np.ndarray, b, padding) -> np.ndarray:
 
 
 def winograd_backward(x: np.ndarray, dout: np.ndarray, w: np.ndarray, padding, v=None,
-                      need_dx: bool = True, need_dw: bool = True):
+                      need_dx: bool = True, need_dw: bool = True, u=None):
     """Both gradients of a stride-1 3×3 convolution by F(2×2, 3×3), sharing one transform of dout:
     (dx (N, C, H, W) or None, dW (K, C, 3, 3) or None) for x (N, C, H, W), dout (N, K, H', W') and
-    w (K, C, 3, 3) (only read for dx); v the forward's transformed input, or None to recompute it.
+    w (K, C, 3, 3) (only read for dx); v the forward's transformed input, or None to recompute it;
+    u the forward's transformed filters (``filter_transform(w)``), or None to recompute them.
 
     The forward is Y = Aᵀ M A per tile with M = Σ_c U ⊙ V, U = G g Gᵀ and V = Bᵀ d B; each step's
     adjoint, in reverse order:
@@ -691,7 +700,8 @@ def winograd_backward(x: np.ndarray, dout: np.ndarray, w: np.ndarray, padding, v
     dx = dw = None
     if need_dx:
         dv = _workspace("winograd_v", (16, c, n * th * tw), x.dtype)
-        stacked_matmul(filter_transform(w).transpose(0, 2, 1), dm, out=dv)  # 2.
+        u = filter_transform(w) if u is None else u
+        stacked_matmul(u.transpose(0, 2, 1), dm, out=dv)  # 2.
         dx = np.empty_like(x)
         adjoint = _input_transform_adjoint_maps_inner_kernel if inner else _input_transform_adjoint_kernel
         sized(adjoint, dv.size)(dv, dx, ph, pw, th, tw)  # 3.

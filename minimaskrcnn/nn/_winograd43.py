@@ -424,14 +424,14 @@ def _transformed_input(x: np.ndarray, ph: int, pw: int, th: int, tw: int, keep: 
     return v
 
 
-def winograd43_forward(x: np.ndarray, w: np.ndarray, b, padding, keep_v: bool = False):
+def winograd43_forward(x: np.ndarray, w: np.ndarray, b, padding, keep_v: bool = False, u=None):
     """Stride-1 3×3 cross-correlation by F(4×4, 3×3), as ``conv2d_forward``.
 
     x (N, C, H, W), w (K, C, 3, 3), b (K,) or None, padding (ph, pw) -> (out, v): out (N, K, H + 2ph − 2,
     W + 2pw − 2); v the transformed input for ``winograd43_backward`` when ``keep_v`` and it is at most
-    ``_winograd.KEEP_V_BYTES``, else None.
+    ``_winograd.KEEP_V_BYTES``, else None; ``u`` the transformed filters when the caller has them.
 
-    1. U = G g Gᵀ for every filter, (36, K, C);
+    1. U = G g Gᵀ for every filter, (36, K, C) (unless given);
     2. V = Bᵀ d B for every 6×6 tile (stride 4) and channel, (36, C, P) with P = N·T_h·S tiles;
     3. M = U @ V: 36 matrix products (K, C) @ (C, P);
     4. out = Aᵀ M A + b per tile, cropped to the output."""
@@ -443,7 +443,7 @@ def winograd43_forward(x: np.ndarray, w: np.ndarray, b, padding, keep_v: bool = 
     hout, wout, th, tw = tile_grid(h, wd, padding)
     x = np.ascontiguousarray(x)
     keep = keep_v and 36 * c * n * th * tile_stride(tw) * x.itemsize <= _winograd.KEEP_V_BYTES
-    u = filter_transform(w)  # 1.
+    u = filter_transform(w) if u is None else u  # 1.
     v = _transformed_input(x, ph, pw, th, tw, keep)  # 2.
     m = _workspace("winograd_m", (36, k, v.shape[2]), x.dtype)
     stacked_matmul(u, v, out=m)  # 3.
@@ -459,10 +459,10 @@ def winograd43_conv3x3(x: np.ndarray, w: np.ndarray, b, padding) -> np.ndarray:
 
 
 def winograd43_backward(x: np.ndarray, dout: np.ndarray, w: np.ndarray, padding, v=None,
-                        need_dx: bool = True, need_dw: bool = True):
+                        need_dx: bool = True, need_dw: bool = True, u=None):
     """(dx or None, dW or None) of a stride-1 3×3 convolution by F(4×4, 3×3), for x (N, C, H, W),
-    dout (N, K, H', W'), w (K, C, 3, 3) (only read for dx) and v the forward's transformed input
-    (None: recomputed).
+    dout (N, K, H', W'), w (K, C, 3, 3) (only read for dx), v the forward's transformed input and u its
+    transformed filters (None: recomputed).
     Each step's adjoint in reverse, both gradients sharing dM (as ``_winograd.winograd_backward``):
 
     1. dM = A dY Aᵀ for every tile and output channel, (36, K, P) (zero for the junk tiles);
@@ -484,7 +484,8 @@ def winograd43_backward(x: np.ndarray, dout: np.ndarray, w: np.ndarray, padding,
     dx = dw = None
     if need_dx:
         dv = _workspace("winograd_v", (36, c, p), x.dtype)
-        stacked_matmul(filter_transform(w).transpose(0, 2, 1), dm, out=dv)  # 2.
+        u = filter_transform(w) if u is None else u
+        stacked_matmul(u.transpose(0, 2, 1), dm, out=dv)  # 2.
         dx = np.empty_like(x)
         sized(_input_transform_adjoint_kernel, dv.size)(dv, dx, ph, pw, th, tw)  # 3.
     if need_dw:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from minimaskrcnn.nn import _winograd as W
+from minimaskrcnn.nn import _winograd43 as W4
 from minimaskrcnn.nn import functional as F
 from minimaskrcnn.nn.gradcheck import rel_error
 
@@ -53,14 +54,13 @@ def test_float32_and_empty_batch():
 
 @pytest.mark.parametrize("method", ["winograd", "winograd4"])
 def test_tier_uses_winograd_only_where_it_applies(method, monkeypatch):
-    from minimaskrcnn.nn import _winograd43 as W4
 
     calls = []
     module, fwd, bwd = (W, "winograd_forward", "winograd_backward") if method == "winograd" else \
         (W4, "winograd43_forward", "winograd43_backward")
     real_fwd, real_bwd = getattr(module, fwd), getattr(module, bwd)
-    monkeypatch.setattr(module, fwd, lambda *a: calls.append(("fwd", a[3])) or real_fwd(*a))
-    monkeypatch.setattr(module, bwd, lambda *a: calls.append(("bwd", a[3])) or real_bwd(*a))
+    monkeypatch.setattr(module, fwd, lambda *a, **k: calls.append(("fwd", a[3])) or real_fwd(*a, **k))
+    monkeypatch.setattr(module, bwd, lambda *a, **k: calls.append(("bwd", a[3])) or real_bwd(*a, **k))
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 3, 9, 9))
     # both gradients by the transforms' adjoints, for any padding
@@ -190,7 +190,7 @@ def test_auto_takes_the_tier_that_pays_off(monkeypatch):
         x = rng.standard_normal(shape)
         w = rng.standard_normal((c_out, shape[1], 3, 3)) * 0.1
         out, cache = F.conv2d_forward(x, w, None, 1, 1)
-        assert cache[-1] == expected
+        assert cache[5] == expected  # the method the forward took
         ref, ref_cache = F.conv2d_forward(x, w, None, 1, 1, method="im2col")  # equal to naive: test_conv
         assert rel_error(out, ref) <= 1e-12
         dout = rng.standard_normal(out.shape)
@@ -232,6 +232,33 @@ def test_both_tile_orders_equal_the_naive_convolution(shape, padding, inner, mon
     assert rel_error(W.winograd_filter_grad(f32[0], f32[3], padding), dw_ref) <= 1e-5
     dx32, _ = W.winograd_backward(f32[0], f32[3], f32[1], padding, need_dw=False)
     assert dx32.dtype == np.float32 and rel_error(dx32, dx_ref) <= 1e-5
+
+
+def test_forward_keeps_u_only_up_to_the_budget(monkeypatch):
+    # The transformed filters U are kept for the backward's dx when at most KEEP_U_BYTES (and the
+    # forward keeps its transforms at all), else transformed again there; the gradients do not
+    # depend on which, and a kept U is exactly the filter transform of w.
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((2, 3, 8, 8))
+    w = rng.standard_normal((4, 3, 3, 3))
+    ref = None
+    for method, alpha2 in (("winograd", 16), ("winograd4", 36)):
+        u_bytes = alpha2 * 4 * 3 * 8  # (α², K, C) float64
+        tier = W4 if method == "winograd4" else W
+        for budget, keep_transform, kept in ((u_bytes, True, True), (u_bytes - 1, True, False),
+                                             (u_bytes, False, False)):
+            monkeypatch.setattr(W, "KEEP_U_BYTES", budget)
+            out, cache = F.conv2d_forward(x, w, None, 1, 1, method=method, keep_transform=keep_transform)
+            assert (cache[6] is not None) == kept, (method, budget, keep_transform)
+            if kept:
+                np.testing.assert_array_equal(cache[6], tier.filter_transform(w))
+            dout = np.random.default_rng(1).standard_normal(out.shape)
+            if ref is None:
+                ref = F.conv2d_backward(dout, F.conv2d_forward(x, w, None, 1, 1, method="naive")[1])
+            for g, r in zip(F.conv2d_backward(dout, cache), ref):
+                assert rel_error(g, r) <= 1e-13
+    _, cache = F.conv2d_forward(x, w, None, 1, 1, method="im2col")
+    assert cache[6] is None
 
 
 def test_forward_keeps_v_only_up_to_the_budget(monkeypatch):
