@@ -189,54 +189,72 @@ def _geometry_nb(roi, T, spatial_scale, PH, PW, sampling_ratio, aligned):
 
 
 @njit(cache=True)
-def _precalc_nb(T, H, W, ph, pw, start_y, start_x, bin_h, bin_w, grid_h, grid_w, pos, wts):
+def _axis_nb(T, size, start, bin_size, grid, low, high, frac, valid):
+    """One axis of every bin's samples (step 4 of ``_roi_geometry`` and ``_bilinear_weights``, the
+    rows' or the columns' half): for bin b and sample s of it, the coordinate
+    c = start + b·bin_size + (s + ½)·bin_size / grid; valid[b, s] = c lies within one pixel of the map
+    (−1 ≤ c ≤ size); low[b, s], high[b, s] the two pixels it falls between (c clamped to 0 below, both
+    the last pixel at the far end) and frac[b, s] = c − low. Arrays (bins, grid), filled once per RoI:
+    a sample's bilinear weights are products of its row's and its column's factors, so the rows are
+    computed PH·grid_h times and the columns PW·grid_w times per RoI, not PH·PW·grid_h·grid_w times."""
+    for bi in range(low.shape[0]):
+        for si in range(grid):
+            c = start + T(bi) * bin_size + T(si + 0.5) * bin_size / T(grid)
+            valid[bi, si] = not (c < -1.0 or c > size)
+            if c <= 0:
+                c = T(0.0)
+            lo = int(c)
+            if lo >= size - 1:
+                lo = size - 1
+                hi = size - 1
+                c = T(lo)
+            else:
+                hi = lo + 1
+            low[bi, si], high[bi, si], frac[bi, si] = lo, hi, c - T(lo)
+
+
+@njit(cache=True)
+def _bin_samples_nb(T, W, ph, pw, grid_h, grid_w, ylo, yhi, fy, vy, xlo, xhi, fx, vx, pos, wts):
     """For bin (ph, pw), fill ``pos[i] = (y_low·W + x_low, y_low·W + x_high, y_high·W + x_low,
     y_high·W + x_high)`` and ``wts[i] = (w1, w2, w3, w4)`` for every sample i of the bin (iy, then
-    ix). A dropped sample (more than one pixel outside the map) gets position −1 and is skipped by
-    the callers. One bin at a time, so the scratch is grid_h·grid_w rows, never PH·PW times that."""
+    ix), from the axes' tables (``_axis_nb``). A dropped sample (more than one pixel outside the map)
+    gets position −1 and is skipped by the callers. One bin at a time, so the scratch is
+    grid_h·grid_w rows, never PH·PW times that."""
     i = 0
     for iy in range(grid_h):
-        y0 = start_y + T(ph) * bin_h + T(iy + 0.5) * bin_h / T(grid_h)
+        ly = fy[ph, iy]
+        hy = T(1.0) - ly
+        ry_lo, ry_hi = ylo[ph, iy] * W, yhi[ph, iy] * W
         for ix in range(grid_w):
-            y = y0
-            x = start_x + T(pw) * bin_w + T(ix + 0.5) * bin_w / T(grid_w)
-            if y < -1.0 or y > H or x < -1.0 or x > W:
+            if not (vy[ph, iy] and vx[pw, ix]):
                 for j in range(4):
                     pos[i, j] = -1
                     wts[i, j] = T(0.0)
                 i += 1
                 continue
-            if y <= 0:
-                y = T(0.0)
-            if x <= 0:
-                x = T(0.0)
-            y_low = int(y)
-            x_low = int(x)
-            if y_low >= H - 1:
-                y_low = H - 1
-                y_high = H - 1
-                y = T(y_low)
-            else:
-                y_high = y_low + 1
-            if x_low >= W - 1:
-                x_low = W - 1
-                x_high = W - 1
-                x = T(x_low)
-            else:
-                x_high = x_low + 1
-            ly = y - T(y_low)
-            lx = x - T(x_low)
-            hy = T(1.0) - ly
+            lx = fx[pw, ix]
             hx = T(1.0) - lx
-            pos[i, 0] = y_low * W + x_low
-            pos[i, 1] = y_low * W + x_high
-            pos[i, 2] = y_high * W + x_low
-            pos[i, 3] = y_high * W + x_high
+            pos[i, 0] = ry_lo + xlo[pw, ix]
+            pos[i, 1] = ry_lo + xhi[pw, ix]
+            pos[i, 2] = ry_hi + xlo[pw, ix]
+            pos[i, 3] = ry_hi + xhi[pw, ix]
             wts[i, 0] = hy * hx
             wts[i, 1] = hy * lx
             wts[i, 2] = ly * hx
             wts[i, 3] = ly * lx
             i += 1
+
+
+@njit(cache=True)
+def _axes_nb(T, H, W, PH, PW, sy, sx, bh, bw, gh, gw):
+    """The row and column tables of one RoI (``_axis_nb``): (ylo, yhi, fy, vy, xlo, xhi, fx, vx)."""
+    ylo, yhi = np.empty((PH, gh), np.int64), np.empty((PH, gh), np.int64)
+    fy, vy = np.empty((PH, gh), T), np.empty((PH, gh), np.bool_)
+    xlo, xhi = np.empty((PW, gw), np.int64), np.empty((PW, gw), np.int64)
+    fx, vx = np.empty((PW, gw), T), np.empty((PW, gw), np.bool_)
+    _axis_nb(T, H, sy, bh, gh, ylo, yhi, fy, vy)
+    _axis_nb(T, W, sx, bw, gw, xlo, xhi, fx, vx)
+    return ylo, yhi, fy, vy, xlo, xhi, fx, vx
 
 
 # Pixels per task of the channels-last copy: 8×8 tiles of (C, pixels) → (pixels, C), so a task
@@ -280,9 +298,11 @@ def _forward_numba(x, rois, T, spatial_scale, PH, PW, sampling_ratio, aligned, n
             count = T(max(gh * gw, 1))
             pos = np.empty((ns, 4), dtype=np.int64)  # one bin's samples (ns is bounded by the checks)
             wts = np.empty((ns, 4), dtype=x.dtype)
+            ylo, yhi, fy, vy, xlo, xhi, fx, vx = _axes_nb(T, H, W, PH, PW, sy, sx, bh, bw, max(gh, 0),
+                                                          max(gw, 0))
             b = int(rois[k, 0])
             for p in range(P):
-                _precalc_nb(T, H, W, p // PW, p % PW, sy, sx, bh, bw, gh, gw, pos, wts)
+                _bin_samples_nb(T, W, p // PW, p % PW, gh, gw, ylo, yhi, fy, vy, xlo, xhi, fx, vx, pos, wts)
                 for c in range(C):
                     acc[p, c] = 0
                 for i in range(ns):
@@ -328,10 +348,12 @@ def _backward_numba(dout, rois, T, spatial_scale, PH, PW, sampling_ratio, aligne
             pow2 = ns > 0 and (gh * gw) & (gh * gw - 1) == 0
             pos = np.empty((ns, 4), dtype=np.int64)  # one bin's samples
             wts = np.empty((ns, 4), dtype=dout.dtype)
+            ylo, yhi, fy, vy, xlo, xhi, fx, vx = _axes_nb(T, H, W, PH, PW, sy, sx, bh, bw, max(gh, 0),
+                                                          max(gw, 0))
             transpose_into(g3[k, c0:c0 + cb], gbuf)  # this block's bin gradients, channels last
             d = dxt[int(rois[k, 0])]
             for p in range(P):
-                _precalc_nb(T, H, W, p // PW, p % PW, sy, sx, bh, bw, gh, gw, pos, wts)
+                _bin_samples_nb(T, W, p // PW, p % PW, gh, gw, ylo, yhi, fy, vy, xlo, xhi, fx, vx, pos, wts)
                 g = gbuf[p]
                 for i in range(ns):
                     if pos[i, 0] >= 0:
