@@ -73,14 +73,6 @@ def _workspace(slot: str, shape: tuple, dtype) -> np.ndarray:
     return buf[:size].reshape(shape)
 
 
-def _bias_grad(dout: np.ndarray) -> np.ndarray:
-    """db = Σ_{n,y,x} dout[n, :, y, x] (C,), in dout's dtype (``_conv_kernels.channel_sums``)."""
-    n_batch, channels, height, width = dout.shape
-    db = np.empty(channels, dout.dtype)
-    _k.channel_sums(np.ascontiguousarray(dout).reshape(n_batch, channels, height * width), db)
-    return db
-
-
 def clear_workspace() -> None:
     """Free the scratch buffers kept by the im2col convolution in this thread."""
     _scratch.bufs = {}
@@ -178,7 +170,7 @@ def conv2d_backward(dout, cache, *, need_dx: bool = True, need_dw: bool = True):
     _same_dtype(dout, "dout", x)
     if dout.shape != (n_batch, c_out, hout, wout):
         raise ValueError(f"dout must have shape {(n_batch, c_out, hout, wout)}, got {dout.shape}")
-    db = _bias_grad(dout) if has_bias else None
+    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
     if method == "naive":  # the reference computes both; the flags only drop what is not wanted
         dx, dw = _conv2d_naive_backward(dout, x, w, geometry)
         return (dx if need_dx else None), (dw if need_dw else None), db
@@ -455,7 +447,7 @@ def conv_transpose2d_backward(dout, cache):
     _same_dtype(dout, "dout", x)
     if dout.shape != (n_batch, c_out, hout, wout):
         raise ValueError(f"dout must have shape {(n_batch, c_out, hout, wout)}, got {dout.shape}")
-    db = _bias_grad(dout) if has_bias else None
+    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
     if method == "naive":
         dx, dw = _conv_transpose2d_naive_backward(dout, x, w, geometry)
         return dx, dw, db
