@@ -153,7 +153,7 @@ def _time_conv_case(rng, x_shape, c_out, repeat):
         torch.nn.functional.conv2d(tx, tw, tb, 1, 1).backward(tdout)
 
     wall, cpu = _interleaved_best({"ours": ours, "torch": theirs}, repeat)
-    chosen = F.conv2d_forward(x, wt, b, 1, 1)[1][-1]  # the method "auto" resolved to (kept in the cache)
+    chosen = F.conv2d_forward(x, wt, b, 1, 1)[1][5]  # the method "auto" resolved to (kept in the cache)
     return wall, cpu, chosen
 
 
