@@ -80,9 +80,11 @@ def auto_method(w_shape, geometry, n_maps: int) -> str:
     machine's rate when P or C is small; and its transforms are only fast when their loops fill
     vector registers. So, when a Winograd tier applies, with C = min(C_in, C_out):
 
-    1. many small maps (``maps_inner``, the F(2×2) transforms looping over the maps): "winograd" for
-       C ≥ 64 on at least 16 maps; on 8–15 maps "winograd4" for C ≥ 64 with P₄ ≥ 150, where
-       P₄ = N·T_h·(T_w + 1) counts the tiles of F(4×4, 3×3), else "winograd" from C ≥ 128;
+    1. many small maps (at least 8, at most 16 wide: both tiers' transforms then loop over the maps,
+       ``maps_inner`` here and in ``_winograd43``): on maps at least 8 × 8, "winograd4" for C ≥ 64,
+       or C ≥ 32 with N·T_h·T_w ≥ 128 F(4×4) tiles; else "winograd" for C ≥ 64 on at least 16 maps;
+       "winograd4" for C ≥ 64 with P₄ ≥ 150, where P₄ = N·T_h·(T_w + 1) counts the tiles of
+       F(4×4, 3×3); "winograd" from C ≥ 128;
     2. otherwise (wider maps) "winograd4" for C ≥ 128 and P₄ ≥ 200, or C ≥ 32 and P₄ ≥ 240;
     3. otherwise "winograd" (tile rows) for C ≥ 256 on maps at least 12 × 12 (fewer, larger F(2×2)
        tiles: their GEMMs stay wide enough);
@@ -92,7 +94,11 @@ def auto_method(w_shape, geometry, n_maps: int) -> str:
     at a time, the methods alternated; the ratios are time / im2col's time, lower is better), rerun
     after the backward shared dout's transform (both tiers gained): case 1 took 0.62 (57 RoIs × 64 ×
     14²), 0.66–0.77 on 16–32 such RoIs, 0.62 on 16 × 128 × 8²; on 8 maps F(4×4) 0.74 on 64 × 16², and
-    F(2×2) 0.78–0.81 on 128 × 8² and 4², but 0.91–1.02 on 64 channels (im2col kept); case 2 0.54 on
+    F(2×2) 0.78–0.81 on 128 × 8² and 4², but 0.91–1.02 on 64 channels (im2col kept). Since F(4×4)
+    also orders its tiles (i, j, n) on such maps (ms, forward + backward, against the best other
+    method): 57 RoIs × 64 × 14² 13.0 (F(2×2) 14.8), 16 RoIs 6.6 (9.0), 8 × 64 × 16² 4.7 (im2col
+    6.1), 8 × 64 × 8² 1.6 (2.0), 8 × 128 × 8² 4.5 (F(2×2) 4.7), 8 × 256 × 8² 14.0 (16.8), 8 × 32 × 16²
+    1.5 (1.9); not on 8 × 64 × 4² (1.0, im2col 0.8) nor 8 × 32 × 8² (0.83, im2col 0.80). Case 2 0.54 on
     ResNet-50's 128 × 50 × 76, 0.43–0.58 on 2–8 maps of 64 × 28² to 64², 0.72–0.85 on 8 maps of 32
     channels of 20² to 32² (P₄ 240–576), 0.92 on 4 × 32 × 32² (P₄ = 288), and lost 0.98 on 8 × 32 × 16²
     (P₄ = 96); case 3 0.60 and 0.64 on 512 and 256 channels of 25 × 38, 0.76 on 256 × 13 × 19; 256 ×
@@ -104,6 +110,9 @@ def auto_method(w_shape, geometry, n_maps: int) -> str:
     hout, wout = geometry[6], geometry[7]
     tiles4 = n_maps * -(-hout // 4) * (-(-wout // 4) + 1)
     if maps_inner(n_maps, -(-wout // 2)):  # 1.
+        if min(hout, wout) >= 8 and (channels >= 64 or n_maps * -(-hout // 4) * -(-wout // 4) >= 128):
+            if channels >= 32:
+                return "winograd4"
         if channels >= 64 and n_maps >= 16:
             return "winograd"
         if channels >= 64 and tiles4 >= 150:

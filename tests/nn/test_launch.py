@@ -74,6 +74,7 @@ def _cases(rng):
         "winograd rows": conv("winograd", (2, 3, 9, 10), 4),
         "winograd maps inner": conv("winograd", (9, 3, 6, 6), 4),
         "winograd4": conv("winograd4", (2, 3, 11, 9), 4),
+        "winograd4 maps inner": conv("winograd4", (9, 3, 6, 6), 4),
         "transposed stamps": transposed("im2col", 2, 2),
         "transposed col2im": transposed("col2im", 2, 3),
         "max pool": pool,

@@ -160,17 +160,22 @@ def test_transform_kernels_equal_the_matrix_formulas():
 
 
 def test_auto_takes_the_tier_that_pays_off(monkeypatch):
-    # The default method (see ``auto_method``): on many small maps F(2×2) from 64 channels on >= 16
-    # maps, on 8-15 maps F(4×4) for >= 64 channels with P4 >= 150, else F(2×2) from 128 channels;
-    # F(4×4) on wider maps by tile count P4 = N·T_h·(T_w + 1) and channels; F(2×2) tile rows for
-    # >= 256 channels on maps from 12×12; im2col elsewhere. The backward follows the forward's choice.
-    cases = (((64, 64, 3, 3), (14, 14), 57, "winograd"), ((64, 64, 3, 3), (14, 14), 16, "winograd"),
-             ((64, 64, 3, 3), (14, 14), 15, "winograd4"),  # P4 = 15·4·5 = 300
-             ((64, 64, 3, 3), (8, 8), 15, "im2col"),  # P4 = 15·2·3 = 90
-             ((128, 128, 3, 3), (8, 8), 8, "winograd"), ((128, 128, 3, 3), (8, 8), 7, "im2col"),
-             ((63, 64, 3, 3), (14, 14), 57, "im2col"),  # many small maps, but 63 < 64 channels
-             ((64, 64, 3, 3), (16, 16), 8, "winograd4"),  # 8 maps, P4 = 8·4·5 = 160
-             ((64, 64, 3, 3), (12, 12), 8, "im2col"),  # P4 = 8·3·4 = 96
+    # The default method (see ``auto_method``): on many small maps (>= 8, at most 16 wide) from 8×8,
+    # F(4×4) for >= 64 channels, or >= 32 channels with >= 128 tiles of 4×4; then F(2×2)
+    # from 64 channels on >= 16 maps, F(4×4) for >= 64 channels with P4 >= 150, else F(2×2) from 128
+    # channels; F(4×4) on wider maps by tile count P4 = N·T_h·(T_w + 1) and channels; F(2×2) tile
+    # rows for >= 256 channels on maps from 12×12; im2col elsewhere. The backward follows the
+    # forward's choice.
+    cases = (((64, 64, 3, 3), (14, 14), 57, "winograd4"), ((64, 64, 3, 3), (14, 14), 8, "winograd4"),
+             ((64, 64, 3, 3), (8, 8), 8, "winograd4"), ((64, 64, 3, 3), (7, 8), 16, "winograd"),
+             ((64, 64, 3, 3), (4, 4), 8, "im2col"),  # 4×4 maps: 8 tiles, 64 channels
+             ((64, 64, 3, 3), (4, 4), 38, "winograd"),  # 38 tiles of 4×4: F(2×2) from 16 maps
+             ((32, 32, 3, 3), (16, 16), 8, "winograd4"),  # 8·4·4 = 128 tiles
+             ((32, 32, 3, 3), (8, 8), 8, "im2col"),  # 8·2·2 = 32 tiles
+             ((128, 128, 3, 3), (4, 4), 8, "winograd"), ((128, 128, 3, 3), (4, 4), 7, "im2col"),
+             ((63, 64, 3, 3), (7, 7), 57, "im2col"),  # many 7×7 maps, but 63 < 64 channels
+             ((31, 32, 3, 3), (16, 16), 8, "im2col"),  # 128 tiles, but 31 < 32 channels
+             ((31, 32, 3, 3), (14, 14), 57, "im2col"),
              ((64, 64, 3, 3), (64, 64), 2, "winograd4"),  # P4 = 2·16·17 = 544
              ((32, 32, 3, 3), (20, 20), 8, "winograd4"),  # 8·5·6 = 240
              ((32, 32, 3, 3), (20, 20), 7, "im2col"),  # 7·5·6 = 210
@@ -186,7 +191,7 @@ def test_auto_takes_the_tier_that_pays_off(monkeypatch):
     assert W.auto_method((128, 128, 1, 1), (1, 1, 0, 0, 1, 1, 64, 64), 64) == "im2col"
     rng = np.random.default_rng(8)
     for shape, c_out, expected in (((32, 64, 6, 6), 64, "winograd"), ((2, 64, 62, 62), 64, "winograd4"),
-                                   ((8, 16, 14, 14), 32, "im2col")):
+                                   ((8, 16, 14, 14), 32, "im2col"), ((9, 64, 10, 10), 64, "winograd4")):
         x = rng.standard_normal(shape)
         w = rng.standard_normal((c_out, shape[1], 3, 3)) * 0.1
         out, cache = F.conv2d_forward(x, w, None, 1, 1)

@@ -140,6 +140,71 @@ def test_input_transform_adjoint_equals_the_matrix_formula():
         np.testing.assert_allclose(dx[n, 0], dxp[1:1 + h, 2:2 + w], rtol=1e-13, atol=1e-12)
 
 
+def test_inner_transform_kernels_equal_the_matrix_formulas():
+    # With the tiles ordered (i, j, n) (many small maps), tile (i, j) of map n is column
+    # (i·T_w + j)·N + n of V, M and dM (no junk tiles): V = Bᵀ d B, Y = Aᵀ M A + bias (cropped),
+    # dM = A dY Aᵀ, and dx = Σ_tiles B dV Bᵀ at every tile's window, less the padding.
+    rng = np.random.default_rng(7)
+    n_maps, h, w, ph, pw = 3, 9, 11, 1, 0
+    hout, wout, th, tw = W4.tile_grid(h, w, (ph, pw))  # outputs 9×9: 3 × 3 blocks, cropped
+    p_all = th * tw * n_maps
+    x = rng.standard_normal((n_maps, 1, h, w))
+    v = np.full((36, 1, p_all), np.nan)
+    W4._input_transform_inner_kernel(x, v, ph, pw, th, tw)
+    m = rng.standard_normal((36, 1, p_all))
+    out = np.empty((n_maps, 1, hout, wout))
+    W4._output_transform_inner_kernel(m, np.array([0.5]), out, th, tw)
+    dy = rng.standard_normal((n_maps, 1, hout, wout))
+    dm = np.full((36, 1, p_all), np.nan)
+    W4._output_transform_adjoint_inner_kernel(dy, dm, th, tw)
+    dx = np.full((n_maps, 1, h, w), np.nan)
+    W4._input_transform_adjoint_inner_kernel(m, dx, ph, pw, th, tw)
+    for n in range(n_maps):
+        xp = np.zeros((4 * th + 2, 4 * tw + 2))
+        xp[ph:ph + h, pw:pw + w] = x[n, 0]
+        dyp = np.zeros((4 * th, 4 * tw))
+        dyp[:hout, :wout] = dy[n, 0]
+        dxp = np.zeros((4 * th + 2, 4 * tw + 2))
+        for i in range(th):
+            for j in range(tw):
+                p = (i * tw + j) * n_maps + n
+                want_v = W4.B_T @ xp[4 * i:4 * i + 6, 4 * j:4 * j + 6] @ W4.B_T.T
+                np.testing.assert_allclose(v[:, 0, p].reshape(6, 6), want_v, rtol=1e-13, atol=1e-13)
+                y = W4.A_T @ m[:, 0, p].reshape(6, 6) @ W4.A_T.T + 0.5
+                np.testing.assert_allclose(out[n, 0, 4 * i:4 * i + 4, 4 * j:4 * j + 4],
+                                           y[:hout - 4 * i, :wout - 4 * j], rtol=1e-13, atol=1e-13)
+                want_dm = W4.A_T.T @ dyp[4 * i:4 * i + 4, 4 * j:4 * j + 4] @ W4.A_T
+                np.testing.assert_allclose(dm[:, 0, p].reshape(6, 6), want_dm, rtol=1e-13, atol=1e-13)
+                dxp[4 * i:4 * i + 6, 4 * j:4 * j + 6] += W4.B_T.T @ m[:, 0, p].reshape(6, 6) @ W4.B_T
+        np.testing.assert_allclose(dx[n, 0], dxp[ph:ph + h, pw:pw + w], rtol=1e-13, atol=1e-12)
+
+
+MANY_MAPS = [((9, 3, 7, 6), (1, 1)), ((8, 2, 5, 5), (0, 0)), ((12, 4, 14, 14), (1, 1)),
+             ((8, 2, 4, 11), (0, 2)), ((10, 3, 3, 3), (2, 2)), ((8, 1, 1, 1), (1, 1)),
+             ((8, 2, 9, 16), (2, 1)), ((2, 3, 18, 5), (1, 1))]
+
+
+@pytest.mark.parametrize("shape, padding", MANY_MAPS)
+@pytest.mark.parametrize("inner", [True, False])
+def test_both_tile_orders_equal_the_naive_convolution(shape, padding, inner, monkeypatch):
+    # The tiles ordered (i, j, n) (``maps_inner``) or along each map's tile rows, forced either way:
+    # the forward and both gradients equal the naive convolution's, in float64 (V kept or not).
+    monkeypatch.setattr(W4, "maps_inner", lambda n_maps, tw: inner)
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal((5, shape[1], 3, 3))
+    b = rng.standard_normal(5)
+    ref, cache = F.conv2d_forward(x, w, b, 1, padding, method="naive")
+    dout = rng.standard_normal(ref.shape)
+    dx_ref, dw_ref, _ = F.conv2d_backward(dout, cache)
+    got, v = W4.winograd43_forward(x, w, b, padding, keep_v=True)
+    assert got.shape == ref.shape and rel_error(got, ref) <= 1e-12
+    assert rel_error(W4.winograd43_filter_grad(x, dout, padding), dw_ref) <= 1e-12
+    for kept in (v, None):
+        dx, dw = W4.winograd43_backward(x, dout, w, padding, kept)
+        assert rel_error(dx, dx_ref) <= 1e-12 and rel_error(dw, dw_ref) <= 1e-12
+
+
 def test_tier_computes_all_three_gradients_like_torch(torch):
     rng = np.random.default_rng(5)
     x = rng.standard_normal((2, 8, 19, 23))
