@@ -5,8 +5,9 @@ array); these do each in one pass, split between the threads for arrays large en
 starting a parallel kernel (``functional.RELU_KERNEL_SIZE``), and by their serial twins
 (``minimaskrcnn.nn._launch``) below that. Measured on 2 cores (float32, best decile of 60 calls), for
 715 K values (a shapes mask head's maps): forward NumPy 264 µs, serial 64 µs, parallel 157 µs;
-backward NumPy 233 µs, serial 98 µs, parallel 228 µs; the parallel kernel wins from about 2.9 M values
-(backward 956 vs 1044 µs serial). The loop references are the NumPy lines in the docstrings.
+backward NumPy 233 µs, serial 98 µs, parallel 228 µs; from about 2 M values the two are even (2.9 M:
+forward 535 µs serial, 567 parallel; backward 1044 and 956). The loop references are the NumPy lines
+in the docstrings.
 """
 
 from __future__ import annotations
