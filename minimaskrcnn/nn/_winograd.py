@@ -421,6 +421,56 @@ def _input_transform_adjoint_kernel(dv, dx, ph, pw, th, tw):
 # together, the input transform 1.30 → 0.75 ms; results bit for bit the same.
 
 
+# The maps-inner kernels of both tiers (here and in ``_winograd43``) share their data movement: a
+# channel of every map into a pixel-major (rows, columns, N) buffer and back, and the input
+# gradient's overlapping blocks summed per pixel.
+
+
+@njit(cache=True, inline="always")
+def _maps_to_buffer(src, c, ph, pw, buf):
+    """buf[y + ph, x + pw, n] = src[n, c, y, x]: channel c of every map into a (rows, columns, N)
+    buffer, maps innermost, offset by the padding (the rest of buf is left as it is)."""
+    n_batch, _, height, width = src.shape
+    for n in range(n_batch):
+        for y in range(height):
+            for col in range(width):
+                buf[y + ph, col + pw, n] = src[n, c, y, col]
+
+
+@njit(cache=True, inline="always")
+def _buffer_to_maps(buf, dst, c):
+    """dst[n, c, y, x] = buf[y, x, n] for all of dst's maps (``_maps_to_buffer`` reversed, cropped)."""
+    n_batch, _, height, width = dst.shape
+    for n in range(n_batch):
+        for y in range(height):
+            for col in range(width):
+                dst[n, c, y, col] = buf[y, col, n]
+
+
+@njit(cache=True, inline="always")
+def _sum_tile_blocks(t, step, ph, pw, acc):
+    """acc[y, x, n] = Σ t[i, j, yy − step·i, xx − step·j, n] over the tiles (i, j) whose α×α windows
+    (one every ``step`` pixels) cover the padded pixel (yy, xx) = (y + ph, x + pw), tile after tile
+    in (i, j) order, from zero: the input gradient's blocks t (T_h, T_w, α, α, N), written apart,
+    summed where the windows overlap; acc (H, W, N). Adding each block into its window at once does
+    not vectorize (the compiler cannot rule out that two of the adds meet)."""
+    th, tw, alpha = t.shape[0], t.shape[1], t.shape[2]
+    height, width, n_batch = acc.shape
+    for y in range(height):
+        yy = y + ph
+        i_lo, i_hi = max(0, (yy - alpha + step) // step), min(th - 1, yy // step)
+        for col in range(width):
+            xx = col + pw
+            j_lo, j_hi = max(0, (xx - alpha + step) // step), min(tw - 1, xx // step)
+            for n in range(n_batch):
+                acc[y, col, n] = 0
+            for i in range(i_lo, i_hi + 1):
+                for j in range(j_lo, j_hi + 1):
+                    for n in range(n_batch):
+                        acc[y, col, n] += t[i, j, yy - step * i, xx - step * j, n]
+
+
+
 @njit(cache=True, parallel=True)
 def _input_transform_maps_inner_kernel(x, v, ph, pw, th, tw):
     """``_input_transform_kernel`` with the tiles ordered (i, j, n): v[(ξ, ν), c, (i·Tw + j)·N + n].
@@ -433,10 +483,7 @@ def _input_transform_maps_inner_kernel(x, v, ph, pw, th, tw):
     n_batch, c_in, height, width = x.shape
     for c in prange(c_in):
         buf = np.zeros((2 * th + 2, 2 * tw + 2, n_batch), x.dtype)
-        for n in range(n_batch):  # 1.
-            for y in range(height):
-                for col in range(width):
-                    buf[y + ph, col + pw, n] = x[n, c, y, col]
+        _maps_to_buffer(x, c, ph, pw, buf)  # 1.
         for i in range(th):
             i0, i1, i2, i3 = 2 * i, 2 * i + 1, 2 * i + 2, 2 * i + 3
             for j in range(tw):
@@ -493,10 +540,7 @@ def _output_transform_maps_inner_kernel(m, bias, out, th, tw):
                     r03, r13 = m3 + m7 + m11 + zero, m7 - m11 - m15 + zero
                     buf[i0, j0, n], buf[i0, j1, n] = r00 + r01 + r02 + bk, r01 - r02 - r03 + bk  # 2.
                     buf[i1, j0, n], buf[i1, j1, n] = r10 + r11 + r12 + bk, r11 - r12 - r13 + bk
-        for n in range(n_batch):  # 3.
-            for y in range(hout):
-                for col in range(wout):
-                    out[n, k, y, col] = buf[y, col, n]
+        _buffer_to_maps(buf, out, k)  # 3.
 
 
 @njit(cache=True, parallel=True)
@@ -510,10 +554,7 @@ def _output_transform_adjoint_maps_inner_kernel(dout, dm, th, tw):
     n_batch, k_out, hout, wout = dout.shape
     for k in prange(k_out):
         buf = np.zeros((2 * th, 2 * tw, n_batch), dout.dtype)
-        for n in range(n_batch):  # 1.
-            for y in range(hout):
-                for col in range(wout):
-                    buf[y, col, n] = dout[n, k, y, col]
+        _maps_to_buffer(dout, k, 0, 0, buf)  # 1.
         for i in range(th):
             i0, i1 = 2 * i, 2 * i + 1
             for j in range(tw):
@@ -540,12 +581,11 @@ def _input_transform_adjoint_maps_inner_kernel(dv, dx, ph, pw, th, tw):
     2. B along its rows: the tile's 4×4 block B dV Bᵀ, row u = (g_u0, g_u1 − g_u2 + g_u3,
        g_u1 + g_u2 − g_u0, −g_u3), into t[i, j] (tiles apart: no overlap yet);
     3. each pixel of x's (padded) map sums the blocks of the (up to 2×2) tiles whose 4×4 windows
-       cover it, tile after tile in (i, j) order, from zero (the windows overlap by two pixels);
+       cover it (``_sum_tile_blocks``; the windows overlap by two pixels);
     4. those sums copied into dx[:, c].
 
     Step 2 writes each block apart and step 3 sums them, rather than adding each block into its
-    window at once: adds into four rows of one buffer at once do not vectorize (the compiler cannot
-    rule out that two of them meet), so that version ran about 2× slower."""
+    window at once, which does not vectorize: that version ran about 2× slower."""
     n_batch, c_in, height, width = dx.shape
     for c in prange(c_in):
         t = np.empty((th, tw, 4, 4, n_batch), dv.dtype)
@@ -573,22 +613,8 @@ def _input_transform_adjoint_maps_inner_kernel(dv, dx, ph, pw, th, tw):
                     t[i, j, 2, 2, n], t[i, j, 2, 3, n] = g21 + g22 - g20, -g23
                     t[i, j, 3, 0, n], t[i, j, 3, 1, n] = g30, g31 - g32 + g33
                     t[i, j, 3, 2, n], t[i, j, 3, 3, n] = g31 + g32 - g30, -g33
-        for y in range(height):  # 3. padded row y + ph lies in the windows of tiles i_lo .. i_hi
-            yy = y + ph
-            i_lo, i_hi = max(0, (yy - 2) // 2), min(th - 1, yy // 2)
-            for col in range(width):
-                xx = col + pw
-                j_lo, j_hi = max(0, (xx - 2) // 2), min(tw - 1, xx // 2)
-                for n in range(n_batch):
-                    acc[y, col, n] = 0
-                for i in range(i_lo, i_hi + 1):
-                    for j in range(j_lo, j_hi + 1):
-                        for n in range(n_batch):
-                            acc[y, col, n] += t[i, j, yy - 2 * i, xx - 2 * j, n]
-        for n in range(n_batch):  # 4.
-            for y in range(height):
-                for col in range(width):
-                    dx[n, c, y, col] = acc[y, col, n]
+        _sum_tile_blocks(t, 2, ph, pw, acc)  # 3.
+        _buffer_to_maps(acc, dx, c)  # 4.
 
 
 @njit(cache=True, parallel=True)

@@ -473,10 +473,7 @@ def _input_transform_inner_kernel(x, v, ph, pw, th, tw):
     two, four, five = x.dtype.type(2.0), x.dtype.type(4.0), x.dtype.type(5.0)
     for c in prange(c_in):
         buf = np.zeros((4 * th + 2, 4 * tw + 2, n_batch), x.dtype)
-        for n in range(n_batch):  # 1.
-            for y in range(height):
-                for col in range(width):
-                    buf[y + ph, col + pw, n] = x[n, c, y, col]
+        _winograd._maps_to_buffer(x, c, ph, pw, buf)  # 1.
         e = np.empty((6, 6, n_batch), x.dtype)
         for i in range(th):
             for j in range(tw):
@@ -528,10 +525,7 @@ def _output_transform_inner_kernel(m, bias, out, th, tw):
                         (buf[y0 + u, x0, n], buf[y0 + u, x0 + 1, n], buf[y0 + u, x0 + 2, n],
                          buf[y0 + u, x0 + 3, n]) = _at6(r[u, 0, n], r[u, 1, n], r[u, 2, n], r[u, 3, n],
                                                         r[u, 4, n], r[u, 5, n], bk, two, four, eight)
-        for n in range(n_batch):  # 3.
-            for y in range(hout):
-                for col in range(wout):
-                    out[n, k, y, col] = buf[y, col, n]
+        _winograd._buffer_to_maps(buf, out, k)  # 3.
 
 
 @njit(cache=True, parallel=True)
@@ -547,10 +541,7 @@ def _output_transform_adjoint_inner_kernel(dout, dm, th, tw):
     two, four, eight = dout.dtype.type(2.0), dout.dtype.type(4.0), dout.dtype.type(8.0)
     for k in prange(k_out):
         buf = np.zeros((4 * th, 4 * tw, n_batch), dout.dtype)
-        for n in range(n_batch):  # 1.
-            for y in range(hout):
-                for col in range(wout):
-                    buf[y, col, n] = dout[n, k, y, col]
+        _winograd._maps_to_buffer(dout, k, 0, 0, buf)  # 1.
         f = np.empty((4, 6, n_batch), dout.dtype)
         for i in range(th):
             for j in range(tw):
@@ -578,8 +569,7 @@ def _input_transform_adjoint_inner_kernel(dv, dx, ph, pw, th, tw):
     1. for each tile, B along its six columns ν: g[u, ν], every loop over the N maps;
     2. B along its six rows u: the tile's block, into t[i, j] (tiles apart: no overlap yet);
     3. each pixel of x's (padded) map sums the blocks of the (up to 2×2) tiles whose 6×6 windows
-       cover it, tile after tile in (i, j) order, from zero (as ``_winograd``'s maps-inner adjoint:
-       adds into the overlapping windows at once would not vectorize);
+       cover it (``_winograd._sum_tile_blocks``);
     4. those sums copied into dx[:, c]."""
     n_batch, c_in, height, width = dx.shape
     two, four, five = dv.dtype.type(2.0), dv.dtype.type(4.0), dv.dtype.type(5.0)
@@ -602,22 +592,8 @@ def _input_transform_adjoint_inner_kernel(dv, dx, ph, pw, th, tw):
                          t[i, j, u, 4, n], t[i, j, u, 5, n]) = _b6(g[u, 0, n], g[u, 1, n], g[u, 2, n],
                                                                    g[u, 3, n], g[u, 4, n], g[u, 5, n],
                                                                    two, four, five)
-        for y in range(height):  # 3. padded row y + ph lies in the windows of tiles i_lo .. i_hi
-            yy = y + ph
-            i_lo, i_hi = max(0, (yy - 2) // 4), min(th - 1, yy // 4)
-            for col in range(width):
-                xx = col + pw
-                j_lo, j_hi = max(0, (xx - 2) // 4), min(tw - 1, xx // 4)
-                for n in range(n_batch):
-                    acc[y, col, n] = 0
-                for i in range(i_lo, i_hi + 1):
-                    for j in range(j_lo, j_hi + 1):
-                        for n in range(n_batch):
-                            acc[y, col, n] += t[i, j, yy - 4 * i, xx - 4 * j, n]
-        for n in range(n_batch):  # 4.
-            for y in range(height):
-                for col in range(width):
-                    dx[n, c, y, col] = acc[y, col, n]
+        _winograd._sum_tile_blocks(t, 4, ph, pw, acc)  # 3.
+        _winograd._buffer_to_maps(acc, dx, c)  # 4.
 
 
 # ---- the forward and the filter gradient ------------------------------------------------------------
