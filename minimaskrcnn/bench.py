@@ -60,9 +60,11 @@ def _set_blas_threads(threads: int) -> str:
     return f"OpenBLAS threads {blas.get()}"
 
 
-def _interleaved_best(fns: dict, repeat: int, block: int = 2, pause: float = 0.3) -> tuple[dict, dict]:
+def _interleaved_best(fns: dict, repeat: int, block: int = 2, pause: float = 0.3,
+                      samples: dict | None = None) -> tuple[dict, dict]:
     """Best wall-clock and best process-CPU time of each function, run in alternating blocks of
-    ``block`` calls for ``repeat`` rounds.
+    ``block`` calls for ``repeat`` rounds. ``samples``, when given, receives every timed call's
+    (wall, CPU) seconds: samples[name] = [(wall, cpu), ...].
 
     Alternating blocks (rather than all of one side, then all of the other) spreads the noise of a
     shared machine over both sides. Before each block we pause: the thread pools of OpenMP (torch)
@@ -81,8 +83,10 @@ def _interleaved_best(fns: dict, repeat: int, block: int = 2, pause: float = 0.3
             for _ in range(block):
                 t0, c0 = time.perf_counter(), time.process_time()
                 fn()
-                wall[name] = min(wall[name], time.perf_counter() - t0)
-                cpu[name] = min(cpu[name], time.process_time() - c0)
+                w, c = time.perf_counter() - t0, time.process_time() - c0
+                wall[name], cpu[name] = min(wall[name], w), min(cpu[name], c)
+                if samples is not None:
+                    samples.setdefault(name, []).append((w, c))
     return wall, cpu
 
 
@@ -289,7 +293,8 @@ def bench_train(threads: int, repeat: int) -> None:
     128×128 images, against torchvision's MaskRCNN assembled with the same architecture (float32,
     same batch, same weights, same RoI samples up to sampling randomness). The two are timed in
     alternating blocks of three back-to-back steps (as in training) after a pause, best of the
-    ``repeat`` blocks' steps each, so a busy machine slows both alike.
+    ``repeat`` blocks' steps each, so a busy machine slows both alike. A last line per case gives
+    the median and range of all the timed steps of each side (and their median CPU time).
 
     Two weight sets: the initial weights (step 1 of a run: few proposals overlap an object, so the mask
     head sees few positive RoIs) and, when ``data/shapes_model.npz`` is shipped, the trained weights
@@ -315,14 +320,31 @@ def bench_train(threads: int, repeat: int) -> None:
 
     print(f"train step, float32, {threads} thread(s) each; torch {torch.__version__}")
     for name, model in cases:
-        wall, cpu = _time_train_step(cfg, model, images, targets, repeat)
+        samples = {}
+        wall, cpu = _time_train_step(cfg, model, images, targets, repeat, samples)
         report(f"train step, {name}", wall["ours"], wall["torch"])
         print(f"{'  (process CPU time, all threads)':<48s} ours {cpu['ours'] * 1e3:9.2f} ms   "
               f"torch {cpu['torch'] * 1e3:9.2f} ms   ours/torch {cpu['ours'] / cpu['torch']:6.2f}x")
+        print(_spread_line(samples))
     print("(shapes preset, batch 8 of 128x128 images; forward + backward + SGD update)")
 
 
-def _time_train_step(cfg, model, images, targets, repeat):
+def _spread_line(samples: dict) -> str:
+    """One line: the median wall time of every timed step of each side, its range, and the median
+    CPU time. The ratio above compares the best steps; this shows how far the others scatter (a
+    side whose threads sleep between kernels scatters more than one whose threads spin)."""
+    import numpy as np
+
+    parts = []
+    for name in ("ours", "torch"):
+        w, c = (np.array(v) * 1e3 for v in zip(*samples[name]))
+        parts.append(f"{name} median {np.median(w):6.1f} ms ({w.min():.0f}-{w.max():.0f}), "
+                     f"CPU {np.median(c):.0f} ms")
+    label = f"  (all {len(samples['ours'])} steps per side)"
+    return f"{label:<48s} " + ";  ".join(parts)
+
+
+def _time_train_step(cfg, model, images, targets, repeat, samples=None):
     import numpy as np
     import torch
 
@@ -351,7 +373,7 @@ def _time_train_step(cfg, model, images, targets, repeat):
 
     # Alternated with a pause before each call, as every other section: without it, the thread pool
     # of the side that just ran still spins on the cores while the other side is timed.
-    return _interleaved_best({"ours": ours, "torch": theirs}, repeat, block=3)
+    return _interleaved_best({"ours": ours, "torch": theirs}, repeat, block=3, samples=samples)
 
 
 TARGETS["train"] = bench_train

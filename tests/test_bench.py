@@ -30,3 +30,34 @@ def test_conv_reports_ratios_and_achieved_rates(torch, torchvision, capsys):
     assert peak and float(peak.group(1)) > 0
     rates = re.findall(r"(ours|torch) +([0-9.]+) GFLOP/s \( *[0-9.]+%\)", out)
     assert [side for side, _ in rates] == ["ours", "torch"] * 2 and all(float(r) > 0 for _, r in rates)
+
+
+def test_interleaved_best_keeps_every_sample_and_the_spread_line_reads_them():
+    calls = {"ours": 0, "torch": 0}
+
+    def make(name):
+        def fn():
+            calls[name] += 1
+        return fn
+
+    samples = {}
+    wall, cpu = bench._interleaved_best({"ours": make("ours"), "torch": make("torch")}, repeat=2,
+                                        block=3, pause=0.0, samples=samples)
+    assert calls == {"ours": 7, "torch": 7}  # one warm-up call each, not sampled
+    for name in ("ours", "torch"):
+        assert len(samples[name]) == 6
+        assert wall[name] == min(w for w, _ in samples[name])
+        assert cpu[name] == min(c for _, c in samples[name])
+    line = bench._spread_line({"ours": [(0.2, 0.3), (0.1, 0.25), (0.4, 0.35)],
+                               "torch": [(0.5, 0.9), (0.6, 1.0), (0.55, 0.95)]})
+    assert "(all 3 steps per side)" in line
+    assert "ours median  200.0 ms (100-400), CPU 300 ms" in line
+    assert "torch median  550.0 ms (500-600), CPU 950 ms" in line
+
+
+def test_train_reports_the_best_ratio_cpu_and_spread(torch, torchvision, capsys):
+    assert bench.main("train", threads=1, repeat=1) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"train step, initial weights +ours +[0-9.]+ ms +torch +[0-9.]+ ms +ours/torch", out)
+    assert len(re.findall(r"\(all 3 steps per side\) +ours median +[0-9.]+ ms \(\d+-\d+\), CPU \d+ ms;  "
+                          r"torch median", out)) == len(re.findall(r"^train step, .* ours/torch", out, re.M))
