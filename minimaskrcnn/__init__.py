@@ -5,21 +5,58 @@ import sys as _sys
 
 __version__ = "0.1.0"
 
-# Numba's threading layer, chosen before any parallel kernel runs. Without TBB, Numba picks OpenMP,
-# whose idle workers busy-wait; our convolutions alternate Numba kernels with OpenBLAS matrix
-# products whose threads busy-wait too, and on 2 cores the pools fight (a 2×64×64×64 conv
-# forward+backward took 120–420 ms instead of 13.5 ms). "workqueue" has no spinning workers. Its
-# price is the start of every parallel kernel (50–140 µs, against 2 µs for a spinning OpenMP pool):
-# OpenMP with its spin cut to 1,000 rounds (GOMP_SPINCOUNT) made the shapes training step 10 %
-# faster, but GNU OpenMP is one runtime per process: torch, imported later, binds to the same
-# libgomp (it is found by its soname) and inherited the short spin, which slowed its own 2×64×64×64
-# convolution from 9.3 to 12–19 ms, so we leave it alone. "workqueue" does not support launching
-# parallel kernels from several Python threads at once; a user who needs that sets
-# NUMBA_THREADING_LAYER themselves, which we then leave alone.
+# Numba's threading layer, chosen before any parallel kernel runs: Intel TBB when it is installed
+# (the ``tbb`` extra, part of ``test``), else Numba's own "workqueue"; never OpenMP.
+#
+# - OpenMP's idle workers busy-wait; our convolutions alternate Numba kernels with OpenBLAS matrix
+#   products whose threads busy-wait too, and on 2 cores the pools fight (a 2×64×64×64 conv
+#   forward+backward took 120–420 ms instead of 13.5 ms). Cutting OpenMP's spin (GOMP_SPINCOUNT)
+#   made the shapes training step 10 % faster, but GNU OpenMP is one runtime per process: torch,
+#   imported later, binds to the same libgomp and inherited the short spin, which slowed its own
+#   2×64×64×64 convolution from 9.3 to 12–19 ms.
+# - "workqueue" has no spinning workers, but every parallel kernel wakes both of its sleeping
+#   workers twice (once to set their thread count, once for the work) while the calling thread
+#   sleeps, and on 2 cores a kernel's two halves often ran one after the other: the shapes training
+#   step (trained weights, 2 threads) took 165–304 ms, median 214–228 ms, for a constant CPU time.
+# - TBB's calling thread takes part in the work and its workers yield while they wait briefly:
+#   the same step took 150–218 ms, median 163–165 ms (runs of ``minimaskrcnn bench train`` within
+#   half an hour on one machine), with bit-identical weights after three SGD steps; torch's step
+#   alongside was unchanged (250 ms).
+#
+# pip's tbb wheel puts libtbb in the environment's lib folder, which the dynamic loader does not
+# search: loading it here by path lets Numba's TBB layer find it (by its soname) later. A layer the
+# user chose (NUMBA_THREADING_LAYER) is left alone; "workqueue" does not support launching parallel
+# kernels from several Python threads at once, TBB does.
+_TBB_SONAME = "libtbb.so.12"
+
+
+def _preload_pip_tbb() -> None:
+    """Load libtbb from this environment's lib folder (where pip's tbb wheel puts it), if it is there,
+    so that Numba's TBB layer can be loaded; nothing otherwise (Numba then falls back)."""
+    import ctypes
+    import site
+
+    if not _sys.platform.startswith("linux"):
+        return
+    for prefix in (_sys.prefix, getattr(site, "USER_BASE", None) or ""):
+        path = _os.path.join(prefix, "lib", _TBB_SONAME)
+        if prefix and _os.path.exists(path):
+            try:
+                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+            except OSError:
+                continue
+            return
+
+
 if "NUMBA_THREADING_LAYER" not in _os.environ:
-    _os.environ["NUMBA_THREADING_LAYER"] = "workqueue"  # read when numba is first imported
+    _preload_pip_tbb()
+    # "default": the first of this priority list that loads (Numba's own order tries OpenMP second)
+    _os.environ["NUMBA_THREADING_LAYER"] = "default"  # read when numba is first imported
+    _os.environ.setdefault("NUMBA_THREADING_LAYER_PRIORITY", "tbb workqueue omp")
     if "numba" in _sys.modules:  # imported before us: set its live config too
-        _sys.modules["numba"].config.THREADING_LAYER = "workqueue"
+        _sys.modules["numba"].config.THREADING_LAYER = "default"
+        _sys.modules["numba"].config.THREADING_LAYER_PRIORITY = \
+            _os.environ["NUMBA_THREADING_LAYER_PRIORITY"].split()
 
 # OpenBLAS's idle worker threads keep polling for new work for 2^28 cycles (about 0.1 s) after each
 # matrix product before they sleep. Our layers run a Numba kernel right after most products (the

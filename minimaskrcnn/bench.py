@@ -843,5 +843,9 @@ def main(target: str, threads: int = 2, repeat: int = 5) -> int:
         raise SystemExit(f"bench target {target!r} is not available yet (known: {sorted(TARGETS)})")
     _set_numba_threads(threads)
     _import_torch(threads)
+    import numba
+
+    # the layer that runs our parallel kernels (see minimaskrcnn/__init__): TBB, when installed, is faster
+    print(f"Numba threading layer: {numba.threading_layer()}")
     TARGETS[target](threads=threads, repeat=repeat)
     return 0

@@ -3,6 +3,7 @@ checked in a fresh interpreter: they act when libraries load."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -12,6 +13,8 @@ import pytest
 
 PROBE = """
 import json, os, sys
+if os.environ.get("PROBE_WITHOUT_TBB"):  # as if TBB were not installed: its Numba layer cannot load
+    sys.modules["numba.np.ufunc.tbbpool"] = None
 import minimaskrcnn
 from minimaskrcnn.nn import _conv_kernels
 import numba, numpy as np
@@ -39,12 +42,29 @@ def _probe(**env_overrides) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _tbb_installed() -> bool:
+    try:
+        importlib.metadata.distribution("tbb")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and GNU OpenMP settings")
-def test_import_picks_workqueue_and_reuses_freed_memory():
+def test_import_picks_tbb_and_reuses_freed_memory():
+    if not _tbb_installed() and os.environ.get("CI"):
+        pytest.fail("tbb (in the test extra) is not installed: the TBB layer would go untested")
     report = _probe()
-    assert report["layer"] == "workqueue"  # no spinning workers to fight OpenBLAS's
+    # TBB when installed (pip's wheel: libtbb loaded from the environment's lib folder), else workqueue
+    assert report["layer"] == ("tbb" if _tbb_installed() else "workqueue")
     # a 64 MiB array comes from the heap (kept for reuse when freed), not from its own mmap
     assert report["mmapped_bytes"] < (64 << 20), report
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and GNU OpenMP settings")
+def test_without_tbb_the_layer_is_workqueue_not_openmp():
+    report = _probe(PROBE_WITHOUT_TBB="1")
+    assert report["layer"] == "workqueue"  # no spinning OpenMP workers to fight OpenBLAS's
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and GNU OpenMP settings")
