@@ -58,7 +58,9 @@ def test_interleaved_best_keeps_every_sample_and_the_spread_line_reads_them():
 def test_train_reports_the_best_ratio_cpu_and_spread(torch, torchvision, capsys):
     assert bench.main("train", threads=1, repeat=1) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^Numba threading layer: (tbb|workqueue)$", out, re.M)
+    start = re.search(r"^Numba threading layer: (tbb|workqueue) \(an empty parallel kernel starts in "
+                      r"([0-9.]+) µs, median of 2,000 calls\)$", out, re.M)
+    assert start and float(start.group(2)) > 0
     assert re.search(r"train step, initial weights +ours +[0-9.]+ ms +torch +[0-9.]+ ms +ours/torch", out)
     assert len(re.findall(r"\(all 3 steps per side\) +ours median +[0-9.]+ ms \(\d+-\d+\), CPU \d+ ms;  "
                           r"torch median", out)) == len(re.findall(r"^train step, .* ours/torch", out, re.M))

@@ -2,9 +2,12 @@
 
 Starting a parallel Numba kernel on the workqueue layer (see ``minimaskrcnn/__init__``) wakes its
 worker threads and waits for them: 50–150 µs on 2 cores even for an empty kernel, against under a
-microsecond for a serial call. A shapes training step starts about 200 parallel kernels, many on
-small arrays (4×4 and 8×8 FPN levels, filter transforms of a few thousand values, RoI levels that
-received no RoI), where the start costs more than the work. So each parallel kernel gets a serial
+microsecond for a serial call (``parallel_start_cost`` measures it; on the TBB layer, picked when
+installed, a start costs about 2 µs, and the threshold below, tuned on workqueue, moved the shapes
+step's median within noise when lowered to 2^14 or 2^11 there, so it stays). A shapes training step
+starts about 200 parallel kernels, many on small arrays (4×4 and 8×8 FPN levels, filter
+transforms of a few thousand values, RoI levels that received no RoI), where the start costs more
+than the work. So each parallel kernel gets a serial
 twin, the same Python function compiled without ``parallel=True`` (its ``prange`` loops run as plain
 ranges, same order within each task, same results), and the caller picks one by the size of the
 work:
@@ -19,9 +22,11 @@ kernel wins (715 K-value layout copies: 179 vs 286 µs).
 
 from __future__ import annotations
 
+import time
 import types
 
-from numba import njit
+import numpy as np
+from numba import njit, prange
 
 # Work (elements of the largest array a kernel writes or reads) below which the serial twin runs.
 SERIAL_BELOW = 1 << 17
@@ -48,3 +53,24 @@ def serial_twin(kernel):
 def sized(kernel, work: int):
     """``kernel`` for ``work`` of at least SERIAL_BELOW elements, else its serial twin."""
     return _TWINS[kernel] if work < SERIAL_BELOW else kernel
+
+
+@njit(cache=True, parallel=True)
+def _touch(a):
+    """a[i] += 1 for each of a's few elements, one parallel task per thread: all start, no work."""
+    for i in prange(a.shape[0]):
+        a[i] += 1.0
+
+
+def parallel_start_cost(calls: int = 2000) -> float:
+    """Median seconds of ``calls`` calls of an (almost) empty parallel kernel, after one warm-up call:
+    what starting a parallel kernel costs on this machine's threading layer and thread count."""
+    a = np.zeros(64)
+    _touch(a)
+    times = np.empty(calls)
+    for i in range(calls):
+        t0 = time.perf_counter()
+        _touch(a)
+        times[i] = time.perf_counter() - t0
+    return float(np.median(times))
+

@@ -24,6 +24,11 @@ def test_every_parallel_kernel_has_a_serial_twin(module):
         assert twin.py_func.__code__ is kernel.py_func.__code__
 
 
+def test_parallel_start_cost_is_a_median_of_real_calls():
+    cost = _launch.parallel_start_cost(calls=20)
+    assert np.isfinite(cost) and cost > 0
+
+
 def test_sized_picks_by_work(monkeypatch):
     kernel = _conv_kernels.im2col
     monkeypatch.setattr(_launch, "SERIAL_BELOW", 100)
