@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 # - "workqueue" has no spinning workers, but every parallel kernel wakes both of its sleeping
 #   workers twice (once to set their thread count, once for the work) while the calling thread
 #   sleeps, and on 2 cores a kernel's two halves often ran one after the other: the shapes training
-#   step (trained weights, 2 threads) took 165–304 ms, median 214–228 ms, for a constant CPU time.
+#   step (trained weights, 2 threads) took 168–304 ms, median 214–228 ms, for a constant CPU time.
 # - TBB's calling thread takes part in the work and its workers yield while they wait briefly:
 #   the same step took 150–218 ms, median 163–165 ms (runs of ``minimaskrcnn bench train`` within
 #   half an hour on one machine), with bit-identical weights after three SGD steps; torch's step
