@@ -21,7 +21,7 @@ import ctypes
 import glob
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -100,7 +100,8 @@ def stacked_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) 
        MIN_SPLIT_FLOPS, or another thread is splitting a stack right now.
     2. Otherwise cut the stack into T runs of consecutive products (T = BLAS threads, at most B),
        set BLAS to one thread, give T − 1 runs to helper threads and compute the first here;
-    3. wait for all runs, restore BLAS's thread count.
+    3. wait for all runs (also when one failed: none may still be running when the call returns or
+       raises), restore BLAS's thread count.
     """
     if a.ndim != 3 and b.ndim != 3:
         return np.matmul(a, b, out=out)
@@ -123,8 +124,11 @@ def stacked_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) 
         try:
             pool = _workers(parts - 1)
             pending = [pool.submit(run, bounds[i], bounds[i + 1]) for i in range(1, parts)]
-            run(bounds[0], bounds[1])
-            for task in pending:  # 3.
+            try:
+                run(bounds[0], bounds[1])
+            finally:  # 3. (also when this thread's run failed: no run may outlive the call)
+                wait(pending)
+            for task in pending:
                 task.result()
         finally:
             blas.set(threads)

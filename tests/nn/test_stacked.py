@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -115,6 +116,28 @@ def test_a_failing_run_restores_blas_threads_and_releases_the_lock(always_split)
     assert always_split.get() == 2
     assert _stacked._split_lock.acquire(blocking=False)
     _stacked._split_lock.release()
+
+
+def test_a_failing_run_waits_for_the_other_threads_runs(always_split, monkeypatch):
+    """When this thread's run fails, the call still waits for the helper's run before it raises: a
+    run left going would call np.matmul after the call returned (BLAS restored, the lock free)."""
+    main, finished = threading.get_ident(), []
+    real = np.matmul
+
+    def spy(a, b, out=None):
+        if threading.get_ident() == main:
+            raise ValueError("this thread's run fails")
+        time.sleep(0.05)  # the helper's run ends well after this thread's failed
+        finished.append(a.shape[0])
+        return real(a, b, out=out)
+
+    monkeypatch.setattr(_stacked.np, "matmul", spy)
+    rng = np.random.default_rng(6)
+    a, b = _operands(rng, (16, 8, 8), (16, 8, 8), np.float64)
+    with pytest.raises(ValueError, match="this thread's run fails"):
+        stacked_matmul(a, b)
+    assert finished == [8]  # the helper's half had finished when the call raised
+    assert always_split.get() == 2
 
 
 def test_a_second_caller_meanwhile_runs_a_plain_product(always_split, monkeypatch):
