@@ -24,9 +24,10 @@ __version__ = "0.1.0"
 #   alongside was unchanged (250 ms).
 #
 # pip's tbb wheel puts libtbb in the environment's lib folder, which the dynamic loader does not
-# search: loading it here by path lets Numba's TBB layer find it (by its soname) later. A layer the
-# user chose (NUMBA_THREADING_LAYER) is left alone; "workqueue" does not support launching parallel
-# kernels from several Python threads at once, TBB does.
+# search: loading it here by path lets Numba's TBB layer find it (by its soname) later, also when
+# the user asked for TBB themselves. A layer the user chose (NUMBA_THREADING_LAYER) is left alone;
+# "workqueue" does not support launching parallel kernels from several Python threads at once, TBB
+# does.
 _TBB_SONAME = "libtbb.so.12"
 
 
@@ -48,8 +49,10 @@ def _preload_pip_tbb() -> None:
             return
 
 
-if "NUMBA_THREADING_LAYER" not in _os.environ:
+_user_layer = _os.environ.get("NUMBA_THREADING_LAYER", "").lower()
+if _user_layer in ("", "tbb", "default", "safe", "threadsafe", "forksafe"):  # settings that may pick TBB
     _preload_pip_tbb()
+if "NUMBA_THREADING_LAYER" not in _os.environ:
     # "default": the first of this priority list that loads (Numba's own order tries OpenMP second)
     _os.environ["NUMBA_THREADING_LAYER"] = "default"  # read when numba is first imported
     _os.environ.setdefault("NUMBA_THREADING_LAYER_PRIORITY", "tbb workqueue omp")

@@ -62,6 +62,15 @@ def test_import_picks_tbb_and_reuses_freed_memory():
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and GNU OpenMP settings")
+def test_a_user_asking_for_tbb_gets_it_from_the_pip_wheel():
+    if not _tbb_installed():
+        if os.environ.get("CI"):
+            pytest.fail("tbb (in the test extra) is not installed")
+        pytest.skip("tbb not installed")
+    assert _probe(NUMBA_THREADING_LAYER="tbb")["layer"] == "tbb"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and GNU OpenMP settings")
 def test_without_tbb_the_layer_is_workqueue_not_openmp():
     report = _probe(PROBE_WITHOUT_TBB="1")
     assert report["layer"] == "workqueue"  # no spinning OpenMP workers to fight OpenBLAS's
