@@ -5,12 +5,11 @@ worker threads and waits for them: 50–150 µs on 2 cores even for an empty ker
 microsecond for a serial call (``parallel_start_cost`` measures it; on the TBB layer, picked when
 installed, a start costs about 2 µs, and the threshold below, tuned on workqueue, moved the shapes
 step's median within noise when lowered to 2^14 or 2^11 there, so it stays). A shapes training step
-starts about 200 parallel kernels, many on small arrays (4×4 and 8×8 FPN levels, filter
-transforms of a few thousand values, RoI levels that received no RoI), where the start costs more
-than the work. So each parallel kernel gets a serial
-twin, the same Python function compiled without ``parallel=True`` (its ``prange`` loops run as plain
-ranges, same order within each task, same results), and the caller picks one by the size of the
-work:
+starts about 200 parallel kernels, many on small arrays (4×4 and 8×8 FPN levels, filter transforms
+of a few thousand values, RoI levels that received no RoI), where the start costs more than the
+work. So each parallel kernel gets a serial twin, the same Python function compiled without
+``parallel=True`` (its ``prange`` loops run as plain ranges, same order within each task, same
+results), and the caller picks one by the size of the work:
 
     sized(im2col, cols.size)(x, cols, ...)     # im2col_serial below SERIAL_BELOW elements
 
@@ -73,4 +72,3 @@ def parallel_start_cost(calls: int = 2000) -> float:
         _touch(a)
         times[i] = time.perf_counter() - t0
     return float(np.median(times))
-

@@ -470,7 +470,6 @@ def _sum_tile_blocks(t, step, ph, pw, acc):
                         acc[y, col, n] += t[i, j, yy - step * i, xx - step * j, n]
 
 
-
 @njit(cache=True, parallel=True)
 def _input_transform_maps_inner_kernel(x, v, ph, pw, th, tw):
     """``_input_transform_kernel`` with the tiles ordered (i, j, n): v[(ξ, ν), c, (i·Tw + j)·N + n].
